@@ -1,0 +1,39 @@
+# Two commands for users (README): `make paper` runs the main job, `make test` runs the tests.
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On a machine without CUDA the CPU build is installed first, so pip never pulls a multi-GB CUDA
+# build; with CUDA (nvidia-smi present) a plain `torch` is installed, or bring your own torch.
+TORCH ?= torch==2.13.0
+# SIZE: smoke | quick | paper (default: paper with CUDA, quick without). DEVICE: cpu | cuda | auto.
+SIZE ?= auto
+DEVICE ?= auto
+
+.PHONY: install test paper data bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed: keeping it"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	else $(PY) -m pip install -q "$(TORCH)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+paper: install
+	$(PY) -m fmrec_lib suite --size $(SIZE) --device $(DEVICE)
+
+data: install
+	$(PY) -m fmrec_lib data
+
+bench: install
+	$(PY) -m fmrec_lib bench --device $(DEVICE)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,23 @@
+"""environment.yml and pyproject.toml must list the same dependencies."""
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {d for d in pip_section if not d.startswith("-e")}
+    assert listed == wanted
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    assert "make paper" in readme and "make test" in readme
+    assert "make test" in (REPO / ".ci" / "run").read_text()

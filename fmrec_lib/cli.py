@@ -1,10 +1,17 @@
-"""Command line: ``python -m fmrec_lib {data,train,bench,suite} ...``."""
+"""Command line: ``python -m fmrec_lib {data,train,bench,suite} ...``.
+
+``train`` accepts every field of the chosen model's config and of :class:`TrainConfig` as an
+option (``--alpha 0.1``, ``--eval-steps 10``, ``--batch-size 256``, ...) and ends by printing one
+JSON line with the run's configuration and its test metrics.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import typing
 
 from .data import DATASETS, DatasetNotFoundError, load_dataset, load_reference_split
 
@@ -31,18 +38,117 @@ def _cmd_data(args) -> int:
     return 0 if all("equals" in c for c in checks) else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fmrec_lib", description=__doc__)
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> list[str]:
+    """One ``--field-name`` option per dataclass field (defaults left to the dataclass)."""
+    group = parser.add_argument_group(f"{cls.__name__} (defaults: the paper's)")
+    hints = typing.get_type_hints(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"default: {f.default}"}
+        if hint is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin is typing.Literal:
+            kw["choices"] = list(args)
+        elif origin is tuple:
+            kw.update(nargs="+", type=args[0] if args else int)
+        elif type(None) in args:  # Optional[int]
+            kw["type"] = next(a for a in args if a is not type(None))
+        else:
+            kw["type"] = hint
+        group.add_argument(flag, **kw)
+        names.append(f.name)
+    return names
+
+
+def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
+    from .train import fit
+
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, allow_unverified=args.allow_unverified)
+    model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
+    train_config = {k: getattr(args, k) for k in train_fields if hasattr(args, k)}
+    result = fit(ds, args.model, model_config, train_config, device=args.device,
+                 checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                 results_path=None if args.results == "none" else args.results, progress=not args.quiet)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def _cmd_bench(args, model_fields: list[str]) -> int:
+    from .bench import benchmark
+
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users)
+    model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
+    report = benchmark(ds, model=args.model, model_config=model_config, device=args.device,
+                       batch_size=args.batch_size, train_steps=args.steps, sample_users=args.sample_users,
+                       fused_adam=args.fused_adam, amp_bf16=args.amp_bf16, compile=args.compile, tf32=args.tf32)
+    print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
+          f"torch {report['torch']}, flags {report['flags']}")
+    print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
+          f"-> {report['s_per_epoch']:.2f} s per epoch ({report['train_samples_per_epoch']} samples)")
+    print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "
+          f"{report['sample_users']} users in {report['sampling_s']:.2f} s)")
+    print(json.dumps({k: v for k, v in report.items() if k != "model_config"}))
+    return 0
+
+
+def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
+    from .models import MODELS, model_config_class
+    from .train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m fmrec_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    fields: dict[str, list[str]] = {}
+
     p = sub.add_parser("data", help="build the datasets, print their statistics, check the authors' splits")
     p.add_argument("datasets", nargs="*", help=f"names (default: all of {', '.join(sorted(DATASETS))})")
     p.add_argument("--no-download", dest="download", action="store_false", help="only use local files")
-    p.set_defaults(func=_cmd_data)
-    return parser
+
+    for name in ("train", "bench"):
+        p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")
+        p.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))} or a file path")
+        p.add_argument("--model", default="fmrec", choices=list(MODELS))
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+        p.add_argument("--data-dir", default=None, help="folder searched before FMREC_DATA_DIR and data/")
+        fields[f"{name}_model"] = _add_dataclass_options(p, model_config_class(model))
+        if name == "train":
+            p.add_argument("--allow-unverified", action="store_true", help="download a dataset with no pinned sha256")
+            p.add_argument("--results", default=str(_default_results()), help="results CSV ('none': do not record)")
+            p.add_argument("--checkpoint-dir", default="checkpoints", help="atomic checkpoints, for resume")
+            p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing checkpoint")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+            fields["train_train"] = _add_dataclass_options(p, TrainConfig)
+        else:
+            p.add_argument("--batch-size", type=int, default=512)
+            p.add_argument("--steps", type=int, default=20, help="timed training steps")
+            p.add_argument("--max-users", type=int, default=None, help="a subset of users (a tiny run)")
+            p.add_argument("--sample-users", type=int, default=None, help="users to sample for (default: all)")
+            for flag in ("fused-adam", "amp-bf16", "compile", "tf32"):
+                p.add_argument(f"--{flag}", action="store_true")
+    return parser, fields
+
+
+def _default_results():
+    from .results import DEFAULT_RESULTS
+    return DEFAULT_RESULTS
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default="fmrec")
+    model = pre.parse_known_args(argv)[0].model
+    from .models import MODELS
+    parser, fields = build_parser(model if model in MODELS else "fmrec")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    if args.command == "data":
+        return _cmd_data(args)
+    if args.command == "train":
+        return _cmd_train(args, fields["train_model"], fields["train_train"])
+    return _cmd_bench(args, fields["bench_model"])

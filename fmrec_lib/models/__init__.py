@@ -1,0 +1,32 @@
+"""Model registry: ``build_model(name, dataset, config)`` for every model in the harness."""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Recommender
+from .fmrec import FMRec, FMRecConfig
+from .popularity import Popularity, PopularityConfig
+
+MODELS: dict[str, tuple[type[Recommender], type]] = {
+    "fmrec": (FMRec, FMRecConfig),
+    "pop": (Popularity, PopularityConfig),
+}
+
+
+def model_config_class(name: str) -> type:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name][1]
+
+
+def build_model(name: str, dataset, config: Any = None) -> Recommender:
+    """Instantiate a model for ``dataset`` (its item count; popularity also reads its counts)."""
+    cls, cfg_cls = MODELS[name] if name in MODELS else (None, model_config_class(name))
+    config = config if config is not None else cfg_cls()
+    if name == "pop":
+        return cls(dataset.num_items, config, counts=dataset.item_counts())
+    return cls(dataset.num_items, config)
+
+
+__all__ = ["MODELS", "FMRec", "FMRecConfig", "Popularity", "PopularityConfig", "Recommender", "build_model",
+           "model_config_class"]

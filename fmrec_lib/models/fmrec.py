@@ -1,0 +1,185 @@
+"""FMRec: a flow from Gaussian noise to the next item's embedding, conditioned on the history.
+
+Forward pass (METHOD.md), hidden size d, history s (B, L), noisy target x_t (B, d), t (B,):
+
+    h   = LayerNorm(Dropout_0.3(E[s]))                               # (B, L, d)
+    h'  = h + lambda * (x_t + MLP(sinusoid(t (1/eps - 1))))          # lambda ~ N(delta, delta), (B, L, d)
+    z2  = blocks 1-2 (h'),  z4 = blocks 3-4 (z2)                     # pre-LN Transformer, bidirectional
+    x1_hat = LayerNorm(Dropout(z4))[:, -1]                           # (B, d) the predicted target embedding
+    rec    = MLP_tanh(z2[:, -1])                                     # (B, N + 1) multi-hot of the history
+
+Generation integrates the flow from ``x_0 ~ N(0, I)`` with :func:`fmrec_lib.solvers.solve` and
+scores every item by ``x @ E.T``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..losses import balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, multi_hot
+from ..paths import make_path
+from ..solvers import Solution, count_model_calls, solve
+from ..time_samplers import NAMES as TIME_SAMPLERS, TIME_EPS, sample_time
+from .base import Recommender
+from .transformer import TransformerBlock
+
+
+@dataclass
+class FMRecConfig:
+    """FMRec's hyperparameters; defaults are the paper's (METHOD.md)."""
+
+    profile: Literal["paper", "clean"] = "paper"
+    hidden: int = 128
+    heads: int = 4
+    num_blocks: int = 4
+    rec_after_block: int = 2  # the reconstructor reads the first "decoder" (blocks 1-2)
+    ffn_mult: int = 4
+    dropout: float = 0.1
+    emb_dropout: float = 0.3
+    ln_eps: float = 1e-12
+    max_len: int = 50
+    path: Literal["straight", "cosine"] = "straight"
+    prediction: Literal["x1", "velocity"] = "x1"
+    time_sampler: Literal["uniform", "logit-normal", "mode", "cosmap"] = "mode"
+    time_eps: float = TIME_EPS
+    delta: float = 1e-3  # lambda ~ N(delta, delta): the paper's fusion noise
+    alpha: float = 0.2  # cross-entropy weight
+    beta: float = 0.4  # reconstruction weight
+    rec_hidden: tuple[int, ...] = (512, 2048)
+    eval_steps: int = 30
+    eval_method: Literal["euler", "heun", "stochastic"] = "euler"
+    eval_update: Literal["paper", "textbook"] = "paper"
+    eval_noise_scale: float = 0.0
+    attention: Literal["sdpa", "math"] = "sdpa"
+
+    def __post_init__(self):
+        if self.prediction not in ("x1", "velocity"):
+            raise ValueError(f"prediction must be 'x1' or 'velocity', got {self.prediction!r}")
+        if self.time_sampler not in TIME_SAMPLERS:
+            raise ValueError(f"unknown time sampler {self.time_sampler!r}; known: {', '.join(TIME_SAMPLERS)}")
+        if not 1 <= self.rec_after_block <= self.num_blocks:
+            raise ValueError("rec_after_block must lie in 1..num_blocks")
+        if self.delta < 0 or self.alpha < 0 or self.beta < 0:
+            raise ValueError("delta, alpha and beta must be >= 0")
+        make_path(self.path)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B,) -> (B, dim): ``[cos(t w_i), sin(t w_i)]``, w_i = max_period^(-i / half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.nn.functional.pad(emb, (0, dim % 2))
+
+
+class FMRec(Recommender):
+    name = "fmrec"
+
+    def __init__(self, num_items: int, config: FMRecConfig | None = None):
+        config = config or FMRecConfig()
+        super().__init__(num_items, config)
+        d = config.hidden
+        self.path = make_path(config.path)
+        self.item_emb = nn.Embedding(num_items + 1, d)  # row 0 = padding, learnable like any row
+        nn.init.normal_(self.item_emb.weight, 0.0, 1.0)  # same scale as the N(0, I) noise
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
+        self.emb_norm = nn.LayerNorm(d, eps=config.ln_eps)
+        self.time_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        mask_mode = "query" if config.profile == "paper" else "key"
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, config.heads, config.ffn_mult, config.dropout, mask_mode, config.attention, config.ln_eps)
+            for _ in range(config.num_blocks))
+        self.out_dropout = nn.Dropout(config.dropout)
+        self.out_norm = nn.LayerNorm(d, eps=config.ln_eps)
+        widths = (d, *config.rec_hidden, num_items + 1)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(widths) - 2 else [])
+        self.reconstructor = nn.Sequential(*layers)
+
+    def encode_history(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, L, d) and the padding mask (B, L), True at padding."""
+        return self.emb_norm(self.emb_dropout(self.item_emb(histories))), histories == 0
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
+                generator: torch.Generator | None = None, need_mid: bool = False):
+        """Network output (B, d) and, if asked, block ``rec_after_block``'s last row (B, d)."""
+        cfg = self.config
+        temb = self.time_mlp(timestep_embedding(t * (1.0 / cfg.time_eps - 1.0), cfg.hidden))  # (B, d)
+        lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
+        z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
+        mid = None
+        for i, block in enumerate(self.blocks, 1):
+            z = block(z, pad, last_only=i == cfg.num_blocks)  # only x1_hat's row is needed at the end
+            if need_mid and i == cfg.rec_after_block:
+                mid = z[:, -1]
+        out = self.out_norm(self.out_dropout(z[:, -1]))
+        return out, mid
+
+    def predict_x1(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """x1_hat (B, d); a velocity-predicting network is converted through the path."""
+        out, _ = self.denoise(x_t, t, h, pad, generator)
+        if self.config.prediction == "velocity":
+            return self.path.x1_from_velocity(out, x_t, t)
+        return out
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        """``model(x_t, t, history) -> x1_hat``."""
+        h, pad = self.encode_history(histories)
+        return self.predict_x1(x_t, t, h, pad)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch of histories (B, L) and next items (B,). A zero weight skips its term."""
+        cfg = self.config
+        B = inputs.shape[0]
+        h, pad = self.encode_history(inputs)
+        x_1 = self.item_emb(targets)  # (B, d)
+        x_0 = torch.randn_like(x_1)
+        t = sample_time(cfg.time_sampler, B, eps=cfg.time_eps, device=inputs.device)
+        x_t, velocity = self.path.sample(x_0, x_1, t)
+        out, mid = self.denoise(x_t, t, h, pad, need_mid=cfg.beta > 0)
+        if cfg.prediction == "velocity":
+            terms = {"fm": flow_matching_loss(out, velocity)}
+            x1_hat = self.path.x1_from_velocity(out, x_t, t)
+        else:
+            terms = {"fm": flow_matching_loss(out, x_1)}
+            x1_hat = out
+        total = terms["fm"]
+        if cfg.alpha > 0:
+            terms["ce"] = cross_entropy_loss(x1_hat, self.item_emb.weight, targets, mask_padding=cfg.profile == "clean")
+            total = total + cfg.alpha * terms["ce"]
+        if cfg.beta > 0:
+            target_mh = multi_hot(inputs, self.num_items + 1)
+            terms["rec"] = balanced_reconstruction_loss(self.reconstructor(mid), target_mh, max_positives=inputs.numel())
+            total = total + cfg.beta * terms["rec"]
+        terms["loss"] = total
+        return terms
+
+    def n_model_calls(self) -> int:
+        """Network evaluations per generated recommendation with the configured sampler."""
+        return count_model_calls(self.config.eval_steps, self.config.eval_method, self.config.eval_update)
+
+    @torch.no_grad()
+    def generate(self, histories: torch.Tensor, generator: torch.Generator | None = None, *,
+                 steps: int | None = None, method: str | None = None, update: str | None = None,
+                 noise_scale: float | None = None, return_trajectory: bool = False) -> Solution:
+        """Integrate the flow for each history; defaults from the config (30 paper-Euler steps)."""
+        cfg = self.config
+        h, pad = self.encode_history(histories)
+        x_0 = torch.randn(histories.shape[0], cfg.hidden, device=histories.device, generator=generator)
+        return solve(lambda x, t: self.predict_x1(x, t, h, pad, generator), x_0,
+                     steps=steps or cfg.eval_steps, method=method or cfg.eval_method,
+                     update=update or cfg.eval_update, path=self.path,
+                     noise_scale=cfg.eval_noise_scale if noise_scale is None else noise_scale,
+                     generator=generator, eps=cfg.time_eps, return_trajectory=return_trajectory)
+
+    @torch.no_grad()
+    def score(self, histories: torch.Tensor, generator: torch.Generator | None = None, **solver_options) -> torch.Tensor:
+        """Scores ``x @ E.T`` (B, N + 1) of the generated embedding against every item."""
+        return self.generate(histories, generator, **solver_options).x @ self.item_emb.weight.T

@@ -1,0 +1,325 @@
+"""Training with validation-based model selection, atomic checkpoints and exact resume.
+
+``fit`` follows METHOD.md: Adam (lr 1e-3), batch 512, StepLR(100, 0.1), up to 500 epochs,
+validate every 20 epochs, stop after 5 validations in a row without a new best on any metric,
+and test the last model that set a best. The hot loop has no host sync: loss terms are summed
+on the device and read once per epoch, which is also when a NaN or infinite loss is caught.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import config_hash, from_dict
+from .data import SequentialDataset
+from .metrics import EvalProtocol, evaluate
+from .models import build_model, model_config_class
+from .models.base import Recommender
+from .results import DEFAULT_RESULTS, append_rows
+from .utils import device_name, git_commit, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, selection and speed settings (paper defaults)."""
+
+    epochs: int = 500
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step: int = 100
+    lr_gamma: float = 0.1
+    eval_every: int = 20
+    patience: int = 5
+    seed: int = 1997
+    eval_seed: int = 0  # seed of the evaluation noise generator (x_0, lambda), fixed per evaluation
+    eval_batch_size: int = 1024
+    max_users: int | None = None  # a deterministic subset of users, for quick runs
+    fused_adam: bool = False
+    tf32: bool = False
+    amp_bf16: bool = False
+    compile: bool = False
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the last checkpoint is left untouched."""
+
+
+@dataclass
+class RunResult:
+    dataset: str
+    model: str
+    profile: str
+    model_config: dict
+    train_config: dict
+    config_hash: str
+    val: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    wall_time_s: float
+    device: str
+    history: list[dict] = field(default_factory=list)
+    protocol: str = ""
+    n_model_calls: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "profile": self.profile, "config_hash": self.config_hash,
+                "seed": self.train_config["seed"], "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "device": self.device, "wall_time_s": round(self.wall_time_s, 2),
+                "model_config": self.model_config, "train_config": self.train_config,
+                "val": self.val, **self.test}
+
+
+def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
+    """Identifies a run: what changes its numbers (not the speed flags of the train config)."""
+    speed = {"fused_adam", "tf32", "amp_bf16", "compile", "eval_batch_size"}
+    train = {k: v for k, v in asdict(train_config).items() if k not in speed}
+    return config_hash({"dataset": dataset.name, "users": len(dataset.train), "items": dataset.num_items,
+                        "model": model, "model_config": asdict(model_config), "train": train,
+                        "amp_bf16": train_config.amp_bf16})
+
+
+def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
+                   batch_size: int = 1024, protocol: EvalProtocol | None = None, progress: bool = False,
+                   **score_options) -> dict[str, float]:
+    """Full-ranking metrics of a model on ``split``; evaluation noise from a generator seeded
+    with ``seed`` on the model's device, so the same model and seed give the same numbers."""
+    device = next(model.parameters(), torch.empty(0)).device
+    protocol = protocol or EvalProtocol.for_profile(model.config.profile)
+    inputs, targets = dataset.eval_inputs(split, model.config.max_len)
+    model.check_inputs(inputs)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return evaluate(lambda h: model.score(h, generator, **score_options), inputs, targets, protocol,
+                            batch_size=batch_size, device=device, progress=progress)
+    finally:
+        model.train(was_training)
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state(shuffle: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
+             "python": list(_to_lists(random.getstate()))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _to_lists(x):
+    return [(_to_lists(v) if isinstance(v, tuple) else v) for v in x]
+
+
+def _to_tuples(x):
+    return tuple((_to_tuples(v) if isinstance(v, list) else v) for v in x)
+
+
+def _restore_rng(state: dict, shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict, loaded with ``weights_only=True`` (no arbitrary code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(
+    dataset: SequentialDataset,
+    model: str = "fmrec",
+    model_config: dict | Any | None = None,
+    train_config: dict | TrainConfig | None = None,
+    *,
+    device: str | torch.device = "auto",
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    results_path: str | Path | None = DEFAULT_RESULTS,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> RunResult:
+    """Train ``model`` on ``dataset``, select on validation, test the selected model.
+
+    With ``checkpoint_dir`` a checkpoint is written atomically at every evaluation and an
+    interrupted run resumes from it (same final numbers as an uninterrupted run). The finished
+    run is appended to ``results_path`` (None: not recorded).
+    """
+    t_start = time.perf_counter()
+    tc = train_config if isinstance(train_config, TrainConfig) else from_dict(TrainConfig, train_config)
+    cfg_cls = model_config_class(model)
+    mc = model_config if isinstance(model_config, cfg_cls) else from_dict(cfg_cls, model_config)
+    dataset = dataset.subset(tc.max_users)
+    device = resolve_device(device)
+    if tc.tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    run_hash = run_config_hash(dataset, model, mc, tc)
+
+    seed_everything(tc.seed)
+    net = build_model(model, dataset, mc).to(device)
+    protocol = EvalProtocol.for_profile(mc.profile)
+    history: list[dict] = []
+    best: dict[str, float] = {}
+    best_epoch, bad_evals, start_epoch = 0, 0, 0
+    best_state = None
+    shuffle = torch.Generator().manual_seed(tc.seed)
+
+    if not net.trainable:
+        val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+        test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+        return _finish(dataset, model, mc, tc, run_hash, val, test, 0, 0, t_start, device, history, protocol, net,
+                       results_path)
+
+    inputs, targets = dataset.training_samples(mc.max_len)
+    net.check_inputs(inputs)
+    inputs, targets = inputs.to(device), targets.to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                 **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
+
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / f"{model}-{run_hash}.pt"
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            if ckpt["config_hash"] != run_hash:
+                raise ValueError(f"{ckpt_path} belongs to another configuration ({ckpt['config_hash']} != {run_hash})")
+            net.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
+            bad_evals, history, best_state = ckpt["bad_evals"], ckpt["history"], ckpt["best_state"]
+            _restore_rng(ckpt["rng"], shuffle)
+            log.info("resumed %s at epoch %d (best epoch %d)", ckpt_path, start_epoch, best_epoch)
+
+    loss_fn = torch.compile(net.loss) if tc.compile else net.loss
+    n = len(targets)
+    n_batches = math.ceil(n / tc.batch_size)
+    stopped = bad_evals >= tc.patience
+    epoch = start_epoch
+    bar = None
+    if progress and not stopped:
+        from tqdm import tqdm
+        bar = tqdm(total=tc.epochs, initial=start_epoch, desc=f"{model} {dataset.name}", unit="epoch")
+    while not stopped and epoch < tc.epochs:
+        epoch += 1
+        net.train()
+        perm = torch.randperm(n, generator=shuffle).to(device)
+        sums: dict[str, torch.Tensor] = {}
+        first_bad: dict[str, torch.Tensor] = {}  # first batch where each term was not finite (on the device)
+        for b in range(n_batches):
+            idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp_bf16):
+                terms = loss_fn(inputs[idx], targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for k, v in terms.items():
+                v = v.detach().float()
+                sums[k] = sums.get(k, 0) + v
+                bad_here = torch.where(torch.isfinite(v), math.inf, float(b))
+                first_bad[k] = torch.minimum(first_bad[k], bad_here) if k in first_bad else bad_here
+        scheduler.step()
+        means = {k: float(v) / n_batches for k, v in sums.items()}  # the epoch's one host sync
+        if not all(math.isfinite(v) for v in means.values()):
+            first = {k: float(v) for k, v in first_bad.items() if k != "loss"}
+            term = min(first, key=first.get) if first and math.isfinite(min(first.values())) else "loss"
+            where = f"; the last checkpoint ({ckpt_path}) is kept" if ckpt_path else ""
+            raise NonFiniteLossError(
+                f"epoch {epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
+                f"(epoch means: {means}){where}")
+        record = {"epoch": epoch, **{f"loss_{k}": v for k, v in means.items()}}
+        if epoch % tc.eval_every == 0 or epoch == tc.epochs:
+            val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            improved = [k for k, v in val.items() if v > best.get(k, -math.inf)]
+            if improved:
+                best.update({k: max(v, best.get(k, -math.inf)) for k, v in val.items()})
+                best_epoch, bad_evals = epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            else:
+                bad_evals += 1
+            stopped = bad_evals >= tc.patience
+            history.append(record)
+            if ckpt_path is not None:
+                _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "config_hash": run_hash,
+                              "model_name": model, "model_config": asdict(mc), "train_config": asdict(tc),
+                              "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
+                              "history": history, "best_state": best_state, "rng": _rng_state(shuffle)}, ckpt_path)
+            log.info("epoch %d val %s%s", epoch, {k: round(v, 3) for k, v in val.items()},
+                     " (new best)" if improved else f" ({bad_evals}/{tc.patience} without a best)")
+        else:
+            history.append(record)
+        if bar is not None:
+            bar.update(1)
+            last_val = next((h for h in reversed(history) if "val_HR@10" in h), {})
+            bar.set_postfix(loss=f"{means['loss']:.4f}", **({"val_HR@10": f"{last_val['val_HR@10']:.2f}"} if last_val else {}))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    if bar is not None:
+        bar.close()
+
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    val = {k: v for k, v in best.items()}
+    test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+    return _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epoch, t_start, device, history,
+                   protocol, net, results_path)
+
+
+def _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epochs_run, t_start, device, history, protocol,
+            net, results_path) -> RunResult:
+    result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
+                       train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
+                       epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start,
+                       device=device_name(device), history=history, protocol=str(protocol),
+                       n_model_calls=net.n_model_calls())
+    if results_path is not None:
+        append_rows(result_rows(result), results_path)
+    return result
+
+
+def result_rows(result: RunResult) -> list[dict]:
+    """Tidy rows (one per split x metric) with provenance."""
+    run_id = f"{result.config_hash}-{time.strftime('%Y%m%dT%H%M%S')}"
+    config = json.dumps({"model_config": result.model_config, "train_config": result.train_config}, sort_keys=True)
+    common = {"run_id": run_id, "config_hash": result.config_hash, "dataset": result.dataset, "model": result.model,
+              "profile": result.profile, "seed": result.train_config["seed"], "epochs_run": result.epochs_run,
+              "best_epoch": result.best_epoch, "n_model_calls": result.n_model_calls, "device": result.device,
+              "torch": torch.__version__, "wall_time_s": round(result.wall_time_s, 2), "commit": git_commit(),
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "protocol": result.protocol, "config": config}
+    return [{**common, "split": split, "metric": name, "value": value}
+            for split, metrics in (("val", result.val), ("test", result.test)) for name, value in metrics.items()]

@@ -1,0 +1,16 @@
+"""A small sequential dataset with a learnable rule: each next item is the previous one + 1."""
+import numpy as np
+
+from fmrec_lib.data import build_dataset
+
+
+def cyclic_dataset(n_users: int = 150, n_items: int = 30, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    seqs = {}
+    for u in range(n_users):
+        start, length = rng.integers(n_items), rng.integers(6, 12)
+        seqs[str(u)] = [str((start + i) % n_items + 1) for i in range(length)]
+    return build_dataset(seqs, "cyclic")
+
+
+TINY_FMREC = dict(hidden=32, heads=2, max_len=8, rec_hidden=(32, 64), eval_steps=5)

@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from fmrec_lib.data import build_dataset
+from fmrec_lib.metrics import EvalProtocol
+from fmrec_lib.models import FMRec, FMRecConfig
+from fmrec_lib.models.transformer import TransformerBlock
+from fmrec_lib.train import evaluate_model
+
+SMALL = dict(hidden=32, heads=4, max_len=8, rec_hidden=(16, 32), eval_steps=4)
+
+
+def histories():
+    return torch.tensor([[0, 0, 0, 3, 5, 7, 1, 2], [0, 0, 0, 0, 0, 0, 4, 9], [1, 2, 3, 4, 5, 6, 7, 8]])
+
+
+def model(**overrides):
+    torch.manual_seed(0)
+    return FMRec(20, FMRecConfig(**{**SMALL, **overrides}))
+
+
+def test_loss_terms_and_shapes():
+    m = model()
+    terms = m.loss(histories(), torch.tensor([4, 5, 6]))
+    assert set(terms) == {"fm", "ce", "rec", "loss"} and all(v.dim() == 0 for v in terms.values())
+    assert terms["loss"].item() == pytest.approx((terms["fm"] + 0.2 * terms["ce"] + 0.4 * terms["rec"]).item(), rel=1e-5)
+    terms["loss"].backward()
+    assert m.item_emb.weight.grad[0].abs().sum() > 0  # the padding row learns like any row
+    m.eval()
+    assert m.score(histories(), torch.Generator().manual_seed(0)).shape == (3, 21)
+
+
+def test_zero_weights_skip_their_terms():
+    m = model(alpha=0.0, beta=0.0)
+    called = []
+    m.reconstructor.register_forward_hook(lambda *a: called.append(1))
+    terms = m.loss(histories(), torch.tensor([4, 5, 6]))
+    assert set(terms) == {"fm", "loss"} and not called
+
+
+def test_velocity_prediction_regresses_the_velocity():
+    m = model(prediction="velocity")
+    assert set(m.loss(histories(), torch.tensor([4, 5, 6]))) == {"fm", "ce", "rec", "loss"}
+    with pytest.raises(ValueError, match="prediction"):
+        FMRecConfig(prediction="eps")
+
+
+def _output_with_padding_row(profile, attention, padding_row):
+    m = model(profile=profile, attention=attention, delta=0.0).eval()
+    with torch.no_grad():
+        m.item_emb.weight[0] = padding_row
+        x_t, t = torch.ones(3, 32), torch.full((3,), 0.5)
+        return m(x_t, t, histories())
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "math"])
+def test_profiles_differ_in_what_real_positions_see(attention):
+    a, b = torch.zeros(32), torch.randn(32, generator=torch.Generator().manual_seed(3)) * 5
+    # clean: padding keys are masked, so the padding embedding cannot change the output
+    assert torch.allclose(_output_with_padding_row("clean", attention, a), _output_with_padding_row("clean", attention, b), atol=1e-5)
+    # paper: real positions attend to padded ones (the authors' query-row mask)
+    assert not torch.allclose(_output_with_padding_row("paper", attention, a), _output_with_padding_row("paper", attention, b), atol=1e-3)
+
+
+@pytest.mark.parametrize("profile", ["paper", "clean"])
+def test_sdpa_equals_reference_attention_in_eval(profile):
+    x_t, t = torch.randn(3, 32), torch.full((3,), 0.3)
+    outs = []
+    for attention in ("sdpa", "math"):
+        m = model(profile=profile, attention=attention, delta=0.0).eval()
+        outs.append(m(x_t, t, histories()))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_mode", ["query", "key"])
+def test_last_row_shortcut_equals_full_block(mask_mode):
+    torch.manual_seed(0)
+    block = TransformerBlock(32, 4, 4, 0.1, mask_mode, "sdpa", 1e-12).eval()
+    x, pad = torch.randn(3, 8, 32), histories() == 0
+    assert torch.allclose(block(x, pad)[:, -1:], block(x, pad, last_only=True), atol=1e-5)
+
+
+def test_same_generator_seed_same_scores_whatever_the_global_rng():
+    m = model().eval()
+    a = m.score(histories(), torch.Generator().manual_seed(7))
+    torch.manual_seed(123)
+    torch.rand(1000)
+    b = m.score(histories(), torch.Generator().manual_seed(7))
+    c = m.score(histories(), torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_evaluation_is_reproducible_and_independent_of_training_draws():
+    seqs = {str(u): [str((u + i) % 20 + 1) for i in range(6)] for u in range(30)}
+    ds = build_dataset(seqs, "toy")
+    m = model()
+    first = evaluate_model(m, ds, "val", seed=5)
+    m.loss(*[x[:4] for x in ds.training_samples(8)])  # draws from the global RNG
+    assert evaluate_model(m, ds, "val", seed=5) == first
+    assert m.training  # evaluation restores the mode
+
+
+def test_out_of_range_and_bad_ids_are_refused():
+    m = model()
+    with pytest.raises(ValueError, match=r"0\.\.20"):
+        m.check_inputs(torch.tensor([[0, 21]]))
+    with pytest.raises(TypeError):
+        m.check_inputs(torch.tensor([[0.0, 1.0]]))
+
+
+def test_generation_options():
+    m = model().eval()
+    g = lambda: torch.Generator().manual_seed(0)
+    sol = m.generate(histories(), g(), steps=3, method="heun", update="textbook", return_trajectory=True)
+    assert sol.n_calls == 5 and len(sol.trajectory) == 4
+    assert m.n_model_calls() == 4
+    det = m.generate(histories(), g(), steps=3).x
+    sto = m.generate(histories(), g(), steps=3, method="stochastic", noise_scale=1.0).x
+    assert not torch.allclose(det, sto)

@@ -1,0 +1,129 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from fmrec_lib import cli
+from fmrec_lib.results import COLUMNS, find_run, read_results
+from fmrec_lib.train import NonFiniteLossError, fit, load_checkpoint
+from synthetic import TINY_FMREC, cyclic_dataset
+
+FAST = dict(epochs=3, batch_size=64, eval_every=3, lr=3e-3)
+
+
+def test_short_fmrec_training_beats_popularity(tmp_path):
+    ds = cyclic_dataset()
+    results = tmp_path / "runs.csv"
+    pop = fit(ds, "pop", {}, {}, device="cpu", results_path=results, progress=False)
+    fm = fit(ds, "fmrec", TINY_FMREC, FAST, device="cpu", results_path=results, progress=False)
+    assert fm.test["HR@10"] > pop.test["HR@10"] + 20
+    rows = read_results(results)
+    assert list(rows.columns) == COLUMNS
+    assert set(rows["model"]) == {"pop", "fmrec"} and set(rows["split"]) == {"val", "test"}
+    fm_rows = find_run(fm.config_hash, results)
+    test_hr = fm_rows[(fm_rows["split"] == "test") & (fm_rows["metric"] == "HR@10")]["value"].item()
+    assert test_hr == pytest.approx(fm.test["HR@10"])
+    assert (fm_rows["n_model_calls"] == 5).all() and (fm_rows["profile"] == "paper").all()
+    assert json.loads(fm_rows["config"].iloc[0])["model_config"]["hidden"] == 32
+
+
+def test_same_seed_same_numbers_on_cpu():
+    ds = cyclic_dataset(60)
+    cfg = dict(TINY_FMREC, hidden=16)
+    a = fit(ds, "fmrec", cfg, dict(FAST, epochs=2, eval_every=1), device="cpu", results_path=None, progress=False)
+    b = fit(ds, "fmrec", cfg, dict(FAST, epochs=2, eval_every=1), device="cpu", results_path=None, progress=False)
+    assert a.history == b.history and a.test == b.test
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    ds = cyclic_dataset(80)
+    cfg, train = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=6, eval_every=2, patience=10)
+    whole = fit(ds, "fmrec", cfg, train, device="cpu", results_path=None, progress=False)
+
+    def kill(epoch, record):
+        if epoch == 3:  # after the epoch-2 checkpoint, mid-way to the next one
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
+            on_epoch_end=kill)
+    ckpt = load_checkpoint(next(tmp_path.glob("*.pt")))
+    assert ckpt["epoch"] == 2 and {"model", "optimizer", "scheduler", "rng", "best", "model_config"} <= ckpt.keys()
+    resumed = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False)
+    assert resumed.history == whole.history  # every epoch's losses and validation metrics
+    assert resumed.test == whole.test and resumed.best_epoch == whole.best_epoch
+
+
+def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
+    ds = cyclic_dataset(40)
+    cfg = dict(TINY_FMREC, hidden=16)
+    first = fit(ds, "fmrec", cfg, dict(FAST, epochs=1, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
+                results_path=None, progress=False)
+    path = next(tmp_path.glob("*.pt"))
+    other = path.with_name(path.name.replace(first.config_hash, "0" * 12))
+    path.rename(other)
+    ckpt = load_checkpoint(other)
+    ckpt["config_hash"] = "0" * 12
+    torch.save(ckpt, other)
+    # a file named for this config but holding another one is refused
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(ds, "fmrec", cfg, dict(FAST, epochs=1, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
+            results_path=None, progress=False)
+
+
+def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import fmrec_lib.models.fmrec as fmrec_module
+
+    real = fmrec_module.balanced_reconstruction_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 14 else value  # 14 batches = epoch 1
+
+    monkeypatch.setattr(fmrec_module, "balanced_reconstruction_loss", poisoned)
+    ds = cyclic_dataset()
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2: loss term 'rec' is nan"):
+        fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
+            results_path=tmp_path / "runs.csv", progress=False)
+    assert load_checkpoint(next(tmp_path.glob("*.pt")))["epoch"] == 1
+    assert not (tmp_path / "runs.csv").exists()
+
+
+def test_bad_train_config_is_refused():
+    with pytest.raises(ValueError, match="unknown TrainConfig key"):
+        fit(cyclic_dataset(10), "fmrec", TINY_FMREC, {"epoch": 3}, results_path=None)
+    with pytest.raises(ValueError, match="unknown FMRecConfig key"):
+        fit(cyclic_dataset(10), "fmrec", {"hiden": 3}, {}, results_path=None)
+    with pytest.raises(ValueError, match="unknown model"):
+        fit(cyclic_dataset(10), "bert4rec", {}, {}, results_path=None)
+
+
+def test_cli_train_prints_one_json_line(tmp_path, capsys):
+    ds = cyclic_dataset(60)
+    path = tmp_path / "seqs.txt"
+    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
+                              for i, u in enumerate(ds.users, 1)))
+    rc = cli.main(["train", "--dataset", str(path), "--device", "cpu", "--seed", "3", "--epochs", "2",
+                   "--eval-every", "1", "--batch-size", "64", "--hidden", "16", "--heads", "2", "--max-len", "8",
+                   "--rec-hidden", "16", "32", "--eval-steps", "3", "--alpha", "0.5", "--profile", "clean",
+                   "--results", str(tmp_path / "r.csv"), "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"])
+    assert rc == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["profile"] == "clean" and line["model_config"]["alpha"] == 0.5 and line["seed"] == 3
+    assert line["model_config"]["rec_hidden"] == [16, 32] and "HR@10" in line and "NDCG@10" in line
+    assert len(pd.read_csv(tmp_path / "r.csv")) == 12
+
+
+def test_cli_bench_runs_at_tiny_size(tmp_path, capsys):
+    ds = cyclic_dataset(40)
+    path = tmp_path / "seqs.txt"
+    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
+                              for i, u in enumerate(ds.users, 1)))
+    assert cli.main(["bench", "--dataset", str(path), "--device", "cpu", "--steps", "2", "--batch-size", "32",
+                     "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16", "32"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["samples_per_s"] > 0 and report["users_per_s"] > 0 and report["model_calls_per_user"] == 30

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fmrec_lib {data,train,bench,suite} ...``.
+"""Command line: ``python -m fmrec_lib {data,suite,train,bench} ...``.
 
 ``train`` accepts every field of the chosen model's config and of :class:`TrainConfig` as an
 option (``--alpha 0.1``, ``--eval-steps 10``, ``--batch-size 256``, ...) and ends by printing one
@@ -109,6 +109,12 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("datasets", nargs="*", help=f"names (default: all of {', '.join(sorted(DATASETS))})")
     p.add_argument("--no-download", dest="download", action="store_false", help="only use local files")
 
+    p = sub.add_parser("suite", help="run the notebook suite with papermill (the main job)")
+    p.add_argument("--size", default="auto", help="smoke, quick, paper or auto (paper with CUDA, quick without)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
+    p.add_argument("--output-dir", default=None, help="executed copies (default notebooks/executed/<size>)")
+
     for name in ("train", "bench"):
         p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")
         p.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))} or a file path")
@@ -149,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "data":
         return _cmd_data(args)
+    if args.command == "suite":
+        from .suite import run_suite
+        return 1 if run_suite(args.size, args.device, args.only, args.output_dir) else 0
     if args.command == "train":
         return _cmd_train(args, fields["train_model"], fields["train_train"])
     return _cmd_bench(args, fields["bench_model"])

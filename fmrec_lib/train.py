@@ -47,6 +47,7 @@ class TrainConfig:
     eval_seed: int = 0  # seed of the evaluation noise generator (x_0, lambda), fixed per evaluation
     eval_batch_size: int = 1024
     max_users: int | None = None  # a deterministic subset of users, for quick runs
+    last_k_samples: int | None = None  # train on each user's k most recent prefixes only (quick runs)
     fused_adam: bool = False
     tf32: bool = False
     amp_bf16: bool = False
@@ -151,6 +152,27 @@ def _restore_rng(state: dict, shuffle: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def best_model_path(checkpoint_dir: str | Path, model: str, run_hash: str) -> Path:
+    """Where ``fit`` leaves the selected model of a finished run."""
+    return Path(checkpoint_dir) / f"{model}-{run_hash}.best.pt"
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recommender:
+    """Rebuild a selected model saved by ``fit`` (weights only, no code is unpickled)."""
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(model_config_class(ckpt["model_name"]), ckpt["model_config"])
+    net = build_model(ckpt["model_name"], _ItemCount(ckpt["num_items"]), cfg)
+    net.load_state_dict(ckpt["model"])
+    return net.to(resolve_device(device)).eval()
+
+
+class _ItemCount:
+    """Stands in for a dataset where only the item count is needed (popularity is never saved)."""
+
+    def __init__(self, num_items: int):
+        self.num_items = num_items
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict, loaded with ``weights_only=True`` (no arbitrary code)."""
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -201,7 +223,7 @@ def fit(
         return _finish(dataset, model, mc, tc, run_hash, val, test, 0, 0, t_start, device, history, protocol, net,
                        results_path)
 
-    inputs, targets = dataset.training_samples(mc.max_len)
+    inputs, targets = dataset.training_samples(mc.max_len, tc.last_k_samples)
     net.check_inputs(inputs)
     inputs, targets = inputs.to(device), targets.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
@@ -294,6 +316,10 @@ def fit(
 
     if best_state is not None:
         net.load_state_dict(best_state)
+    if ckpt_path is not None:
+        _atomic_save({"model": net.state_dict(), "model_name": model, "model_config": asdict(mc),
+                      "train_config": asdict(tc), "config_hash": run_hash, "num_items": dataset.num_items,
+                      "best_epoch": best_epoch}, best_model_path(checkpoint_dir, model, run_hash))
     val = {k: v for k, v in best.items()}
     test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
     return _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epoch, t_start, device, history,

@@ -6,10 +6,15 @@ import torch
 
 from fmrec_lib import cli
 from fmrec_lib.results import COLUMNS, find_run, read_results
-from fmrec_lib.train import NonFiniteLossError, fit, load_checkpoint
+from fmrec_lib.train import NonFiniteLossError, best_model_path, evaluate_model, fit, load_checkpoint, load_model
 from synthetic import TINY_FMREC, cyclic_dataset
 
 FAST = dict(epochs=3, batch_size=64, eval_every=3, lr=3e-3)
+
+
+def _resume_file(folder):
+    (path,) = [p for p in folder.glob("*.pt") if not p.name.endswith(".best.pt")]
+    return path
 
 
 def test_short_fmrec_training_beats_popularity(tmp_path):
@@ -48,7 +53,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
             on_epoch_end=kill)
-    ckpt = load_checkpoint(next(tmp_path.glob("*.pt")))
+    ckpt = load_checkpoint(_resume_file(tmp_path))
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "scheduler", "rng", "best", "model_config"} <= ckpt.keys()
     resumed = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False)
     assert resumed.history == whole.history  # every epoch's losses and validation metrics
@@ -60,7 +65,7 @@ def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
     cfg = dict(TINY_FMREC, hidden=16)
     first = fit(ds, "fmrec", cfg, dict(FAST, epochs=1, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
                 results_path=None, progress=False)
-    path = next(tmp_path.glob("*.pt"))
+    path = _resume_file(tmp_path)
     other = path.with_name(path.name.replace(first.config_hash, "0" * 12))
     path.rename(other)
     ckpt = load_checkpoint(other)
@@ -89,7 +94,7 @@ def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, m
     with pytest.raises(NonFiniteLossError, match=r"epoch 2: loss term 'rec' is nan"):
         fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=tmp_path / "runs.csv", progress=False)
-    assert load_checkpoint(next(tmp_path.glob("*.pt")))["epoch"] == 1
+    assert load_checkpoint(_resume_file(tmp_path))["epoch"] == 1
     assert not (tmp_path / "runs.csv").exists()
 
 
@@ -127,3 +132,21 @@ def test_cli_bench_runs_at_tiny_size(tmp_path, capsys):
                      "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["samples_per_s"] > 0 and report["users_per_s"] > 0 and report["model_calls_per_user"] == 30
+
+
+def test_selected_model_is_saved_and_reloads_to_the_same_metrics(tmp_path):
+    ds = cyclic_dataset(60)
+    run = fit(ds, "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1), device="cpu",
+              checkpoint_dir=tmp_path, results_path=None, progress=False)
+    model = load_model(best_model_path(tmp_path, "fmrec", run.config_hash))
+    assert evaluate_model(model, ds, "test", seed=0) == run.test
+
+
+def test_last_k_samples_keeps_each_users_most_recent_prefixes():
+    ds = cyclic_dataset(30)
+    full_x, full_y = ds.training_samples(8)
+    x, y = ds.training_samples(8, last_k=2)
+    assert len(y) == 2 * 30
+    # the last two samples of the first user are its two most recent prefixes
+    n0 = len(ds.train[ds.users[0]]) - 1
+    assert torch.equal(x[:2], full_x[n0 - 2:n0]) and torch.equal(y[:2], full_y[n0 - 2:n0])

@@ -95,12 +95,15 @@ class SequentialDataset:
             notes=self.notes + [f"subset of {max_users} users (seed {seed})"],
         )
 
-    def training_samples(self, max_len: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_samples(self, max_len: int = 50, last_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every prefix of every training sequence predicts its next item.
 
         Returns ``inputs`` (S, max_len) left-padded with 0 and ``targets`` (S,), where a train
         sequence of length m gives m - 1 samples (ML-100k: 97,171; Beauty: 131,413).
+        ``last_k`` keeps only each user's k most recent samples (a quick-run reduction).
         """
+        if last_k is not None and last_k < 1:
+            raise ValueError(f"last_k must be >= 1, got {last_k}")
         # Lay users end to end, each preceded by max_len zeros, so a window of max_len items
         # ending just before a target never reaches into the previous user.
         seqs = [np.asarray(s, dtype=np.int64) for s in self.train.values()]
@@ -115,6 +118,10 @@ class SequentialDataset:
         offset = np.arange(n) - np.repeat(np.cumsum(np.r_[0, (lengths - 1).clip(min=0)[:-1]]), (lengths - 1).clip(min=0))
         target_pos = starts[user_of] + 1 + offset  # (S,) position of each target in flat
         windows = np.lib.stride_tricks.sliding_window_view(flat, max_len)  # windows[p] = flat[p:p+L]
+        if last_k is not None:
+            per_user = (lengths - 1).clip(min=0)
+            keep = offset >= np.repeat(per_user - last_k, per_user)
+            target_pos = target_pos[keep]
         inputs = windows[target_pos - max_len]
         return torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(flat[target_pos].copy())
 

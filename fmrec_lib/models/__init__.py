@@ -4,12 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Recommender
+from .diffurec import DiffuRec, DiffuRecConfig
 from .fmrec import FMRec, FMRecConfig
 from .popularity import Popularity, PopularityConfig
+from .sequential import GRU4Rec, GRU4RecConfig, SASRec, SASRecConfig
 
 MODELS: dict[str, tuple[type[Recommender], type]] = {
     "fmrec": (FMRec, FMRecConfig),
     "pop": (Popularity, PopularityConfig),
+    "gru4rec": (GRU4Rec, GRU4RecConfig),
+    "sasrec": (SASRec, SASRecConfig),
+    "diffurec": (DiffuRec, DiffuRecConfig),
 }
 
 
@@ -28,5 +33,5 @@ def build_model(name: str, dataset, config: Any = None) -> Recommender:
     return cls(dataset.num_items, config)
 
 
-__all__ = ["MODELS", "FMRec", "FMRecConfig", "Popularity", "PopularityConfig", "Recommender", "build_model",
-           "model_config_class"]
+__all__ = ["MODELS", "DiffuRec", "DiffuRecConfig", "FMRec", "FMRecConfig", "GRU4Rec", "GRU4RecConfig", "Popularity",
+           "PopularityConfig", "Recommender", "SASRec", "SASRecConfig", "build_model", "model_config_class"]

@@ -68,6 +68,47 @@ class FMRecConfig:
         make_path(self.path)
 
 
+class FusionTransformer(nn.Module):
+    """The approximator FMRec shares with DiffuRec: history fused with the noisy target and
+    its time embedding, then pre-LN Transformer blocks; returns the last row's output (B, d)."""
+
+    def __init__(self, num_items: int, config):
+        super().__init__()
+        d = config.hidden
+        self.config = config
+        self.item_emb = nn.Embedding(num_items + 1, d)  # row 0 = padding, learnable like any row
+        nn.init.normal_(self.item_emb.weight, 0.0, 1.0)  # same scale as the N(0, I) noise
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
+        self.emb_norm = nn.LayerNorm(d, eps=config.ln_eps)
+        self.time_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+        mask_mode = "query" if config.profile == "paper" else "key"
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, config.heads, config.ffn_mult, config.dropout, mask_mode, config.attention, config.ln_eps)
+            for _ in range(config.num_blocks))
+        self.out_dropout = nn.Dropout(config.dropout)
+        self.out_norm = nn.LayerNorm(d, eps=config.ln_eps)
+
+    def encode_history(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, L, d) and the padding mask (B, L), True at padding."""
+        return self.emb_norm(self.emb_dropout(self.item_emb(histories))), histories == 0
+
+    def forward(self, x_t: torch.Tensor, time_value: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
+                generator: torch.Generator | None = None, need_mid: bool = False):
+        """Output (B, d) and, if asked, block ``rec_after_block``'s last row (B, d).
+
+        ``time_value`` (B,) is what the sinusoidal embedding sees (a step index for DiffuRec)."""
+        cfg = self.config
+        temb = self.time_mlp(timestep_embedding(time_value, cfg.hidden))  # (B, d)
+        lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
+        z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
+        mid = None
+        for i, block in enumerate(self.blocks, 1):
+            z = block(z, pad, last_only=i == cfg.num_blocks)  # only the last row is needed at the end
+            if need_mid and i == getattr(cfg, "rec_after_block", 0):
+                mid = z[:, -1]
+        return self.out_norm(self.out_dropout(z[:, -1])), mid
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding (B,) -> (B, dim): ``[cos(t w_i), sin(t w_i)]``, w_i = max_period^(-i / half)."""
     half = dim // 2
@@ -83,43 +124,25 @@ class FMRec(Recommender):
     def __init__(self, num_items: int, config: FMRecConfig | None = None):
         config = config or FMRecConfig()
         super().__init__(num_items, config)
-        d = config.hidden
         self.path = make_path(config.path)
-        self.item_emb = nn.Embedding(num_items + 1, d)  # row 0 = padding, learnable like any row
-        nn.init.normal_(self.item_emb.weight, 0.0, 1.0)  # same scale as the N(0, I) noise
-        self.emb_dropout = nn.Dropout(config.emb_dropout)
-        self.emb_norm = nn.LayerNorm(d, eps=config.ln_eps)
-        self.time_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
-        mask_mode = "query" if config.profile == "paper" else "key"
-        self.blocks = nn.ModuleList(
-            TransformerBlock(d, config.heads, config.ffn_mult, config.dropout, mask_mode, config.attention, config.ln_eps)
-            for _ in range(config.num_blocks))
-        self.out_dropout = nn.Dropout(config.dropout)
-        self.out_norm = nn.LayerNorm(d, eps=config.ln_eps)
-        widths = (d, *config.rec_hidden, num_items + 1)
+        self.net = FusionTransformer(num_items, config)
+        widths = (config.hidden, *config.rec_hidden, num_items + 1)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(widths) - 2 else [])
         self.reconstructor = nn.Sequential(*layers)
 
+    @property
+    def item_emb(self) -> nn.Embedding:
+        return self.net.item_emb
+
     def encode_history(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, L, d) and the padding mask (B, L), True at padding."""
-        return self.emb_norm(self.emb_dropout(self.item_emb(histories))), histories == 0
+        return self.net.encode_history(histories)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
                 generator: torch.Generator | None = None, need_mid: bool = False):
-        """Network output (B, d) and, if asked, block ``rec_after_block``'s last row (B, d)."""
-        cfg = self.config
-        temb = self.time_mlp(timestep_embedding(t * (1.0 / cfg.time_eps - 1.0), cfg.hidden))  # (B, d)
-        lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
-        z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
-        mid = None
-        for i, block in enumerate(self.blocks, 1):
-            z = block(z, pad, last_only=i == cfg.num_blocks)  # only x1_hat's row is needed at the end
-            if need_mid and i == cfg.rec_after_block:
-                mid = z[:, -1]
-        out = self.out_norm(self.out_dropout(z[:, -1]))
-        return out, mid
+        """Network output (B, d) for t in [0, 1]; the network sees ``t (1/eps - 1)``."""
+        return self.net(x_t, t * (1.0 / self.config.time_eps - 1.0), h, pad, generator, need_mid)
 
     def predict_x1(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:

@@ -4,6 +4,7 @@
   -1e9 everywhere, so it attends uniformly to all positions, and real positions attend to
   padded ones as if nothing were masked.
 * ``clean``: padded positions are masked as *keys*; real positions never see them.
+* ``causal`` (SASRec): keys after the query and padded keys are masked.
 
 ``attention="math"`` computes the scores explicitly (the reference); ``"sdpa"`` uses
 ``scaled_dot_product_attention`` and, for the paper profile, replaces padded query rows by
@@ -20,9 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def causal_mask(pad: torch.Tensor) -> torch.Tensor:
+    """(B, L, L) True where query i may attend key j: j <= i and j is not padding. Each
+    position also sees itself, so padded rows are never empty (an empty row would give NaN,
+    and 0 * NaN leaks into the real rows' weighted sums)."""
+    L = pad.shape[1]
+    lower = torch.ones(L, L, dtype=torch.bool, device=pad.device).tril()
+    eye = torch.eye(L, dtype=torch.bool, device=pad.device)
+    return (lower & ~pad[:, None, :]) | eye
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float,
-                 mask_mode: Literal["query", "key"], attention: Literal["sdpa", "math"]):
+                 mask_mode: Literal["query", "key", "causal"], attention: Literal["sdpa", "math"]):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
@@ -50,6 +61,8 @@ class SelfAttention(nn.Module):
             out = self._math(q, k, v, pad_q, pad, p)
         elif self.mask_mode == "key":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :], dropout_p=p)
+        elif self.mask_mode == "causal":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pad)[:, None, -q.shape[2]:], dropout_p=p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
             out = torch.where(pad_q[:, None, :, None], v.mean(dim=2, keepdim=True), out)
@@ -59,6 +72,8 @@ class SelfAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, L_q, L)
         if self.mask_mode == "query":
             scores = scores.masked_fill(pad_q[:, None, :, None], -1e9)
+        elif self.mask_mode == "causal":
+            scores = scores.masked_fill(~causal_mask(pad)[:, None, -q.shape[2]:], float("-inf"))
         else:
             scores = scores.masked_fill(pad_k[:, None, None, :], float("-inf"))
         return F.dropout(scores.softmax(dim=-1), p=p, training=p > 0) @ v

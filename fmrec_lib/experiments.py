@@ -126,11 +126,15 @@ class Run:
     wall_time_s: float
     checkpoint: Path | None = None
     extra: dict = field(default_factory=dict)
+    retrain: Any = None  # rebuilds the checkpoint of a reused run whose model file is gone
 
     def load_model(self, device: str = "auto"):
+        if (self.checkpoint is None or not self.checkpoint.exists()) and self.retrain is not None:
+            log.warning("run %s: model file %s missing (results came from elsewhere); retraining it",
+                        self.config_hash, self.checkpoint)
+            self.retrain()
         if self.checkpoint is None or not self.checkpoint.exists():
-            raise FileNotFoundError(f"no saved model for run {self.config_hash} ({self.checkpoint}); "
-                                    "delete its rows from the results file to retrain it")
+            raise FileNotFoundError(f"no saved model for run {self.config_hash} ({self.checkpoint})")
         return load_model(self.checkpoint, device)
 
 
@@ -146,7 +150,7 @@ def run(dataset: str, model: str = "fmrec", *, size: str = "quick", seed: int = 
     run_hash = run_config_hash(ds, model, mc_obj, tc_obj)
     ckpt = best_model_path(checkpoint_dir, model, run_hash)
     found = find_run(run_hash, results_path)
-    if found is not None and (model == "pop" or ckpt.exists()):
+    if found is not None:
         metrics = {(r.split, r.metric): r.value for r in found.itertuples()}
         first = found.iloc[0]
         log.info("reusing %s %s run %s", model, dataset, run_hash)
@@ -154,7 +158,9 @@ def run(dataset: str, model: str = "fmrec", *, size: str = "quick", seed: int = 
                    {m: v for (s, m), v in metrics.items() if s == "val"},
                    {m: v for (s, m), v in metrics.items() if s == "test"}, first["device"], True,
                    float(first["wall_time_s"]), None if model == "pop" else ckpt,
-                   {"best_epoch": int(first["best_epoch"]), "epochs_run": int(first["epochs_run"])})
+                   {"best_epoch": int(first["best_epoch"]), "epochs_run": int(first["epochs_run"])},
+                   retrain=lambda: fit(ds, model, mc_obj, tc_obj, device=device, checkpoint_dir=checkpoint_dir,
+                                       results_path=None, progress=progress))
     result = fit(ds, model, mc_obj, tc_obj, device=device, checkpoint_dir=checkpoint_dir,
                  results_path=results_path, progress=progress)
     return Run(dataset, model, size, run_hash, result.model_config, result.train_config, result.val, result.test,

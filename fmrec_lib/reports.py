@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from .data import DATASETS, DatasetNotFoundError, load_dataset, load_reference_split
-from .experiments import (CHECKPOINTS, FIGURES_DIR, RESULTS_DIR, Run, dataset_for, describe, evaluate_variant,
-                          resolve_size, run, trajectory_table, tune)
+from .experiments import (CHECKPOINTS, FIGURES_DIR, RESULTS_DIR, Run, cached_rows, dataset_for, describe,
+                          evaluate_variant, resolve_size, run, trajectory_table, tune)
 from .paper import CLAIMED_AVERAGE_GAIN, PAPER_NUMBERS
 from .utils import device_name, resolve_device
 
@@ -174,7 +174,9 @@ def trajectory_report(dataset: str, *, size: str, seed: int, device: str = "auto
         for n in steps:
             m = evaluate_variant(r, steps=n, device=device, cache=out.results / "02_trajectory_cache.jsonl")
             rows.append({"path": path, "steps": n, **{k: m[k] for k in METRICS}, "config_hash": r.config_hash})
-        traj = trajectory_table(r, users=users, steps=30, device=device)
+        key = {"config_hash": r.config_hash, "users": users, "steps": 30, "trajectory": True}
+        traj = pd.DataFrame(cached_rows(out.results / "02_trajectory_cache.jsonl", key,
+                                        lambda: trajectory_table(r, users=users, steps=30, device=device).to_dict("records")))
         traj["variant"] = path
         paths.append(traj)
     table = pd.DataFrame(rows)

@@ -247,3 +247,22 @@ def trajectory_table(r: Run, *, users: int = 64, steps: int = 30, split: str = "
         rows += [{"t": t, "user": u, "relative_distance": float(d), "target_rank": int(k)}
                  for u, (d, k) in enumerate(zip(dist.tolist(), ranks.tolist()))]
     return pd.DataFrame(rows)
+
+
+def recommendation_lists(r: Run, *, k: int = 10, split: str = "test", eval_seed: int = 0, device: str = "auto",
+                         batch_size: int = 1024, **score_options) -> torch.Tensor:
+    """Top-k item ids (U, k) for every user of ``split`` under the run's profile."""
+    from .metrics import EvalProtocol, top_k
+
+    model = r.load_model(device)
+    ds = dataset_for(r.dataset, r.size)
+    inputs, _ = ds.eval_inputs(split, model.config.max_len)
+    dev = next(model.parameters()).device
+    generator = torch.Generator(device=dev).manual_seed(eval_seed)
+    protocol = EvalProtocol.for_profile(model.config.profile)
+    lists = []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            hist = inputs[start:start + batch_size].to(dev)
+            lists.append(top_k(model.score(hist, generator, **score_options), k, protocol, hist).cpu())
+    return torch.cat(lists)

@@ -143,3 +143,29 @@ def evaluate(
 def top_k(scores: torch.Tensor, k: int, protocol: EvalProtocol, histories: torch.Tensor | None = None) -> torch.Tensor:
     """The k recommended item ids per row (B, k), best first, on the scores' device."""
     return protocol.mask_scores(scores, histories).topk(min(k, scores.shape[1]), dim=1).indices
+
+
+def coverage(lists: torch.Tensor, num_items: int) -> float:
+    """Share of the catalogue (items 1..N) that appears in at least one top-k list (B, k), in %."""
+    seen = torch.zeros(num_items + 1, dtype=torch.bool, device=lists.device)
+    seen[lists.flatten()] = True
+    seen[0] = False
+    return 100.0 * float(seen.sum()) / num_items
+
+
+def intra_list_diversity(lists: torch.Tensor, item_vectors: torch.Tensor) -> float:
+    """Mean pairwise cosine distance between the items of each list (B, k), averaged over lists."""
+    v = torch.nn.functional.normalize(item_vectors[lists].float(), dim=-1)  # (B, k, d)
+    sim = v @ v.transpose(1, 2)  # (B, k, k)
+    k = lists.shape[1]
+    if k < 2:
+        raise ValueError("intra-list diversity needs lists of 2 or more items")
+    off_diagonal = (sim.sum(dim=(1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(dim=1)) / (k * (k - 1))
+    return float((1 - off_diagonal).mean())
+
+
+def list_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean Jaccard similarity of two sets of top-k lists (B, k) for the same users, in %."""
+    inter = (a[:, :, None] == b[:, None, :]).any(dim=2).sum(dim=1).double()
+    union = 2 * a.shape[1] - inter
+    return 100.0 * float((inter / union).mean())

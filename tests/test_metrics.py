@@ -100,3 +100,15 @@ def test_rank_metrics_values():
     m = rank_metrics(torch.tensor([0, 1, 5]), (2,))
     assert m["HR@2"].tolist() == [1, 1, 0]
     assert m["NDCG@2"].tolist() == pytest.approx([1.0, 1 / math.log2(3), 0.0])
+
+
+def test_beyond_accuracy_metrics():
+    from fmrec_lib.metrics import coverage, intra_list_diversity, list_overlap
+
+    lists = torch.tensor([[1, 2], [2, 3]])
+    assert coverage(lists, 6) == pytest.approx(50.0)
+    vectors = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # list [1, 2]: identical directions -> distance 0; list [2, 3]: orthogonal -> distance 1
+    assert intra_list_diversity(lists, vectors) == pytest.approx(0.5)
+    assert list_overlap(lists, lists) == 100.0
+    assert list_overlap(torch.tensor([[1, 2]]), torch.tensor([[2, 5]])) == pytest.approx(100 / 3)

@@ -14,3 +14,10 @@ def cyclic_dataset(n_users: int = 150, n_items: int = 30, seed: int = 0):
 
 
 TINY_FMREC = dict(hidden=32, heads=2, max_len=8, rec_hidden=(32, 64), eval_steps=5)
+
+
+def write_sequences(ds, path):
+    """Write a dataset as ICLRec-style text (one user per line), for file-based entry points."""
+    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
+                              for i, u in enumerate(ds.users, 1)))
+    return path

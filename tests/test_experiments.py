@@ -4,15 +4,14 @@ import pytest
 from fmrec_lib import experiments
 from fmrec_lib.experiments import cached_rows, configs_for, evaluate_variant, resolve_size, run, tune
 from fmrec_lib.results import read_results
-from synthetic import cyclic_dataset
+from synthetic import cyclic_dataset, write_sequences
 
 
 @pytest.fixture
 def seq_file(tmp_path):
     ds = cyclic_dataset(50)
     path = tmp_path / "cyclic.txt"
-    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
-                              for i, u in enumerate(ds.users, 1)))
+    write_sequences(ds, path)
     experiments.dataset_for.cache_clear()
     return str(path)
 

@@ -7,7 +7,7 @@ import torch
 from fmrec_lib import cli
 from fmrec_lib.results import COLUMNS, find_run, read_results
 from fmrec_lib.train import NonFiniteLossError, best_model_path, evaluate_model, fit, load_checkpoint, load_model
-from synthetic import TINY_FMREC, cyclic_dataset
+from synthetic import TINY_FMREC, cyclic_dataset, write_sequences
 
 FAST = dict(epochs=3, batch_size=64, eval_every=3, lr=3e-3)
 
@@ -110,8 +110,7 @@ def test_bad_train_config_is_refused():
 def test_cli_train_prints_one_json_line(tmp_path, capsys):
     ds = cyclic_dataset(60)
     path = tmp_path / "seqs.txt"
-    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
-                              for i, u in enumerate(ds.users, 1)))
+    write_sequences(ds, path)
     rc = cli.main(["train", "--dataset", str(path), "--device", "cpu", "--seed", "3", "--epochs", "2",
                    "--eval-every", "1", "--batch-size", "64", "--hidden", "16", "--heads", "2", "--max-len", "8",
                    "--rec-hidden", "16", "32", "--eval-steps", "3", "--alpha", "0.5", "--profile", "clean",
@@ -126,8 +125,7 @@ def test_cli_train_prints_one_json_line(tmp_path, capsys):
 def test_cli_bench_runs_at_tiny_size(tmp_path, capsys):
     ds = cyclic_dataset(40)
     path = tmp_path / "seqs.txt"
-    path.write_text("\n".join(f"{i} " + " ".join(map(str, ds.train[u] + ds.val[u] + ds.test[u]))
-                              for i, u in enumerate(ds.users, 1)))
+    write_sequences(ds, path)
     assert cli.main(["bench", "--dataset", str(path), "--device", "cpu", "--steps", "2", "--batch-size", "32",
                      "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
+from ..losses import cross_entropy_loss
 from .base import Recommender
 from .fmrec import FusionTransformer
 
@@ -93,10 +93,7 @@ class DiffuRec(Recommender):
         noise = torch.randn_like(x_0)
         x_s = self.sqrt_abar[s, None] * x_0 + self.sqrt_one_minus_abar[s, None] * noise
         x0_hat, _ = self.net(x_s, s.float(), h, pad)
-        logits = x0_hat @ self.item_emb.weight.T
-        if self.config.profile == "clean":
-            logits = logits.masked_fill(torch.arange(logits.shape[1], device=logits.device) == 0, float("-inf"))
-        ce = F.cross_entropy(logits, targets)
+        ce = cross_entropy_loss(x0_hat, self.item_emb.weight, targets, mask_padding=self.config.profile == "clean")
         return {"ce": ce, "loss": ce}
 
     @torch.no_grad()

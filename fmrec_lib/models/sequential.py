@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..losses import cross_entropy_loss
 from .base import Recommender
 from .transformer import TransformerBlock
 
@@ -23,14 +23,9 @@ class _CrossEntropyRecommender(Recommender):
     def user_vector(self, histories: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _logits(self, histories: torch.Tensor) -> torch.Tensor:
-        logits = self.user_vector(histories) @ self.item_emb.weight.T  # (B, N + 1)
-        if self.config.profile == "clean":
-            logits = logits.masked_fill(torch.arange(logits.shape[1], device=logits.device) == 0, float("-inf"))
-        return logits
-
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(self._logits(inputs), targets)
+        ce = cross_entropy_loss(self.user_vector(inputs), self.item_emb.weight, targets,
+                                mask_padding=self.config.profile == "clean")
         return {"ce": ce, "loss": ce}
 
     @torch.no_grad()

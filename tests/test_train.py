@@ -1,4 +1,5 @@
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -148,3 +149,19 @@ def test_last_k_samples_keeps_each_users_most_recent_prefixes():
     # the last two samples of the first user are its two most recent prefixes
     n0 = len(ds.train[ds.users[0]]) - 1
     assert torch.equal(x[:2], full_x[n0 - 2:n0]) and torch.equal(y[:2], full_y[n0 - 2:n0])
+
+
+def test_bf16_autocast_switch_trains_with_finite_losses():
+    run = fit(cyclic_dataset(40), "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=1, eval_every=1, amp_bf16=True),
+              device="cpu", results_path=None, progress=False)
+    assert all(math.isfinite(v) for k, v in run.history[0].items() if k.startswith("loss_"))
+
+
+def test_suite_selects_notebooks_in_order():
+    from fmrec_lib.suite import notebooks
+
+    names = [p.stem for p in notebooks()]
+    assert names == sorted(names) and names[0] == "00_datasets" and len(names) >= 6
+    assert [p.stem for p in notebooks(["02"])] == ["02_trajectory"]
+    with pytest.raises(ValueError, match="no notebook matches"):
+        notebooks(["99"])

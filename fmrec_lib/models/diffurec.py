@@ -4,8 +4,8 @@ Choices (where the paper leaves room, the FMRec authors' shared code base is fol
 
 * Forward process: DDPM on the target item embedding ``x_0 = E[y]``,
   ``x_s = sqrt(abar_s) x_0 + sqrt(1 - abar_s) eps`` for s in 0..T-1, T = 32.
-* Schedule "truncated linear": betas linear from ``0.1 k / 1000 + 0.01`` to ``20 k / 1000 + 0.01``
-  with ``k = 1000 / T``, truncated at 0.999 (our reading of DiffuRec's ``trunc_lin``).
+* Schedule "truncated linear" (DiffuRec's ``trunc_lin``): betas linear from ``1e-4 k + 0.01`` to
+  ``0.02 k + 0.01`` with ``k = 1000 / T``; when that end exceeds 1 (T < 21) it becomes ``1e-3 k + 0.01``.
 * Approximator: the same history-fusion Transformer as FMRec (lambda ~ N(delta, delta),
   4 pre-LN blocks, the profile's mask), seeing the integer step s; it predicts ``x_0``.
 * Loss: cross-entropy of ``x0_hat @ E.T`` against the target (no reconstruction term).
@@ -51,12 +51,13 @@ def beta_schedule(name: str, steps: int) -> torch.Tensor:
     """Betas (steps,) in float64."""
     k = 1000.0 / steps
     if name == "trunc_lin":
-        betas = torch.linspace(0.1 * k / 1000 + 0.01, 20 * k / 1000 + 0.01, steps, dtype=torch.float64)
+        end = 0.02 * k + 0.01
+        betas = torch.linspace(1e-4 * k + 0.01, end if end <= 1 else 1e-3 * k + 0.01, steps, dtype=torch.float64)
     elif name == "linear":
         betas = torch.linspace(1e-4 * k, 0.02 * k, steps, dtype=torch.float64)
     else:
         raise ValueError(f"unknown schedule {name!r}; known: trunc_lin, linear")
-    return betas.clamp(max=0.999)
+    return betas
 
 
 class DiffuRec(Recommender):

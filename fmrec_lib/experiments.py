@@ -266,3 +266,30 @@ def recommendation_lists(r: Run, *, k: int = 10, split: str = "test", eval_seed:
             hist = inputs[start:start + batch_size].to(dev)
             lists.append(top_k(model.score(hist, generator, **score_options), k, protocol, hist).cpu())
     return torch.cat(lists)
+
+
+def noise_sensitivity(r: Run, *, users: int = 256, times=(0.001, 0.25, 0.5, 0.75, 0.97), split: str = "test",
+                      seed: int = 0, device: str = "auto") -> pd.DataFrame:
+    """How much the prediction depends on the noisy target: the relative change of x1_hat
+    when the noise x_0 behind x_t = path(x_0, x_1, t) is redrawn (lambda's draw held fixed).
+    Near 0 means the network ignores x_t and the flow reduces to a function of the history."""
+    model = r.load_model(device)
+    ds = dataset_for(r.dataset, r.size)
+    inputs, targets = ds.eval_inputs(split, model.config.max_len)
+    dev = next(model.parameters()).device
+    inputs, targets = inputs[:users].to(dev), targets[:users].to(dev)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    rows = []
+    with torch.no_grad():
+        h, pad = model.encode_history(inputs)
+        x_1 = model.item_emb(targets)
+        for t in times:
+            t_vec = torch.full((len(targets),), t, device=dev)
+            preds = []
+            for _ in range(2):
+                x_t, _ = model.path.sample(torch.randn(x_1.shape, device=dev, generator=g), x_1, t_vec)
+                preds.append(model.predict_x1(x_t, t_vec, h, pad, torch.Generator(device=dev).manual_seed(seed)))
+            change = (preds[0] - preds[1]).norm(dim=1) / preds[0].norm(dim=1)
+            rows.append({"t": t, "relative_change_of_x1_hat": float(change.mean()), "delta": model.config.delta,
+                         "path": model.config.path})
+    return pd.DataFrame(rows)

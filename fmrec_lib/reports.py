@@ -186,6 +186,24 @@ def trajectory_report(dataset: str, *, size: str, seed: int, device: str = "auto
     return table, trajectories
 
 
+def sensitivity_to_noise(dataset: str, *, size: str, seed: int, device: str = "auto", deltas=(0.001,),
+                         progress: bool = True) -> pd.DataFrame:
+    """:func:`experiments.noise_sensitivity` of the trained FMRec for each delta (cached)."""
+    from .experiments import noise_sensitivity
+
+    size = resolve_size(size, device)
+    out = Outputs(size)
+    frames = []
+    for delta in deltas:
+        r = _run(dataset, "fmrec", size, device, seed, progress, delta=delta)
+        frames.append(pd.DataFrame(cached_rows(out.results / "02_trajectory_cache.jsonl",
+                                               {"config_hash": r.config_hash, "noise_sensitivity": True},
+                                               lambda: noise_sensitivity(r, device=device).to_dict("records"))))
+    table = pd.concat(frames, ignore_index=True)
+    out.write(table, "02_trajectory_noise_sensitivity")
+    return table
+
+
 # -- 03 loss ablation ----------------------------------------------------------------------
 
 LOSS_VARIANTS = {

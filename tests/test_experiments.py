@@ -65,3 +65,13 @@ def test_sizes_and_settings():
     with pytest.raises(ValueError, match="unknown size"):
         resolve_size("huge")
     assert resolve_size("auto", "cpu") == "quick"
+
+
+def test_noise_sensitivity_grows_with_delta(seq_file, tmp_path):
+    from fmrec_lib.experiments import noise_sensitivity
+
+    small = noise_sensitivity(run(seq_file, "fmrec", **_kw(tmp_path), delta=0.001), users=20, device="cpu")
+    large = noise_sensitivity(run(seq_file, "fmrec", **_kw(tmp_path), delta=1.0), users=20, device="cpu")
+    assert list(small["t"]) == [0.001, 0.25, 0.5, 0.75, 0.97]
+    assert (small["relative_change_of_x1_hat"] >= 0).all()
+    assert large["relative_change_of_x1_hat"].mean() > 10 * small["relative_change_of_x1_hat"].mean()

@@ -37,8 +37,9 @@ def length_distributions(lengths: pd.DataFrame):
 
 def metric_lines(frame: pd.DataFrame, x: str, y: str, hue: str, *, title: str, logx: bool = False, col: str | None = None):
     """Lines of a metric against a setting (steps, a weight...), one line per ``hue`` value."""
-    grid = sns.relplot(frame, x=x, y=y, hue=hue, col=col, kind="line", marker="o", height=3.4, aspect=1.25,
-                       facet_kws={"sharey": False}, errorbar="sd")
+    # style follows hue so that lines which coincide (identical metrics) stay distinguishable
+    grid = sns.relplot(frame, x=x, y=y, hue=hue, style=hue, col=col, kind="line", markers=True, dashes=True,
+                       height=3.4, aspect=1.25, facet_kws={"sharey": False}, errorbar="sd")
     if logx:
         grid.set(xscale="log")
     grid.figure.suptitle(title, y=1.04)

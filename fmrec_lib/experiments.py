@@ -9,7 +9,7 @@ Sizes (what changes from the paper's settings, also printed in every caption):
 * ``paper``: the paper's settings (meant for a GPU).
 * ``quick``: CPU-friendly: FMRec/DiffuRec hidden 64 (reconstructor 64-256-512-N), histories of
   20 items, each user's 20 most recent training prefixes, 16 epochs validated every 4
-  (patience 3), Beauty restricted to 5,000 users. ML-100k keeps all 943 users.
+  (patience 3), Beauty, Yelp and Steam restricted to 2,000 users. ML-100k keeps all 943 users.
 * ``smoke``: seconds, for CI: tiny models, 60-200 users, 2 epochs. Numbers are meaningless.
 """
 from __future__ import annotations
@@ -58,9 +58,9 @@ _SIZES = {
          "fmrec": {"hidden": 64, "rec_hidden": (256, 512)},
          "diffurec": {"hidden": 64}},
         {"epochs": 16, "eval_every": 4, "patience": 3, "last_k_samples": 20},
-        {"beauty": 5000, "yelp": 5000, "steam": 5000},
+        {"beauty": 2000, "yelp": 2000, "steam": 2000},
         "quick (CPU): hidden 64, histories of 20 items, each user's 20 latest prefixes, 16 epochs "
-        "validated every 4 (patience 3); Beauty/Yelp: 5,000 users"),
+        "validated every 4 (patience 3); Beauty, Yelp, Steam: 2,000 users"),
     "smoke": Size(
         "smoke",
         {"*": {"max_len": 8},

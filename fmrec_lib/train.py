@@ -244,6 +244,7 @@ def fit(
             start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
             bad_evals, history, best_state = ckpt["bad_evals"], ckpt["history"], ckpt["best_state"]
             _restore_rng(ckpt["rng"], shuffle)
+            t_start -= ckpt.get("wall_time_s", 0.0)  # wall time counts the interrupted part too
             log.info("resumed %s at epoch %d (best epoch %d)", ckpt_path, start_epoch, best_epoch)
 
     loss_fn = torch.compile(net.loss) if tc.compile else net.loss
@@ -300,7 +301,8 @@ def fit(
                               "scheduler": scheduler.state_dict(), "config_hash": run_hash,
                               "model_name": model, "model_config": asdict(mc), "train_config": asdict(tc),
                               "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
-                              "history": history, "best_state": best_state, "rng": _rng_state(shuffle)}, ckpt_path)
+                              "history": history, "best_state": best_state, "rng": _rng_state(shuffle),
+                              "wall_time_s": time.perf_counter() - t_start}, ckpt_path)
             log.info("epoch %d val %s%s", epoch, {k: round(v, 3) for k, v in val.items()},
                      " (new best)" if improved else f" ({bad_evals}/{tc.patience} without a best)")
         else:

@@ -59,6 +59,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     resumed = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False)
     assert resumed.history == whole.history  # every epoch's losses and validation metrics
     assert resumed.test == whole.test and resumed.best_epoch == whole.best_epoch
+    assert resumed.wall_time_s > ckpt["wall_time_s"] > 0  # the interrupted part is counted
 
 
 def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):

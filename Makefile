@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
+	$(PY) -m ruff check --select F,E9 fmrec_lib tests
 	$(PY) -m pytest
 
 paper: install

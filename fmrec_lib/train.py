@@ -7,7 +7,6 @@ on the device and read once per epoch, which is also when a NaN or infinite loss
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math

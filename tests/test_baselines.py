@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fmrec_lib.models import DiffuRec, DiffuRecConfig, GRU4Rec, GRU4RecConfig, SASRec, SASRecConfig, build_model
+from fmrec_lib.models import (DiffuRec, DiffuRecConfig, GRU4Rec, GRU4RecConfig, SASRec, SASRecConfig, build_model,
+                              model_config_class)
 from fmrec_lib.models.diffurec import beta_schedule
 from fmrec_lib.models.transformer import causal_mask
 from fmrec_lib.train import fit
@@ -19,7 +20,7 @@ HIST = torch.tensor([[0, 0, 0, 3, 5, 7, 1, 2], [0, 0, 0, 0, 0, 0, 4, 9]])
 def test_forward_shapes_and_loss(name):
     ds = cyclic_dataset(20, n_items=12)
     torch.manual_seed(0)
-    model = build_model(name, ds, build_model.__globals__["model_config_class"](name)(**TINY[name]))
+    model = build_model(name, ds, model_config_class(name)(**TINY[name]))
     terms = model.loss(HIST, torch.tensor([4, 10]))
     assert terms["loss"].dim() == 0 and torch.isfinite(terms["loss"])
     terms["loss"].backward()
@@ -67,3 +68,11 @@ def test_diffurec_schedule_and_reproducible_sampling():
     assert torch.equal(a, m.score(HIST, torch.Generator().manual_seed(1)))
     assert not torch.equal(a, m.score(HIST, torch.Generator().manual_seed(2)))  # ancestral sampling is random
     assert m.n_model_calls() == 5
+
+
+def test_sasrec_sdpa_equals_reference_attention():
+    outs = []
+    for attention in ("sdpa", "math"):
+        torch.manual_seed(0)
+        outs.append(SASRec(12, SASRecConfig(hidden=16, max_len=8, attention=attention)).eval().user_vector(HIST))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)

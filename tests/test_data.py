@@ -1,19 +1,16 @@
 import gzip
 import http.server
-import io
 import os
 import pickle
 import socket
 import threading
 from collections import OrderedDict
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from fmrec_lib.data import (DATASETS, DataFormatError, DatasetNotFoundError, build_dataset, k_core, load_dataset,
+from fmrec_lib.data import (DataFormatError, DatasetNotFoundError, build_dataset, k_core, load_dataset,
                             load_reference_split, read_split_pickle, read_steam_reviews, sequences_from_interactions,
                             read_interactions)
 from fmrec_lib.data import registry

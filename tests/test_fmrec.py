@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from fmrec_lib.data import build_dataset
-from fmrec_lib.metrics import EvalProtocol
 from fmrec_lib.models import FMRec, FMRecConfig
 from fmrec_lib.models.transformer import TransformerBlock
 from fmrec_lib.train import evaluate_model

@@ -1,9 +1,8 @@
-import math
 
 import pytest
 import torch
 
-from fmrec_lib.paths import CosinePath, StraightPath
+from fmrec_lib.paths import CosinePath
 from fmrec_lib.solvers import count_model_calls, solve, time_grid
 from fmrec_lib.time_samplers import TIME_EPS
 

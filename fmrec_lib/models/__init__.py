@@ -26,7 +26,8 @@ def model_config_class(name: str) -> type:
 
 def build_model(name: str, dataset, config: Any = None) -> Recommender:
     """Instantiate a model for ``dataset`` (its item count; popularity also reads its counts)."""
-    cls, cfg_cls = MODELS[name] if name in MODELS else (None, model_config_class(name))
+    cfg_cls = model_config_class(name)  # raises for an unknown name, listing the known ones
+    cls = MODELS[name][0]
     config = config if config is not None else cfg_cls()
     if name == "pop":
         return cls(dataset.num_items, config, counts=dataset.item_counts())

@@ -73,7 +73,7 @@ class SelfAttention(nn.Module):
         if self.mask_mode == "query":
             scores = scores.masked_fill(pad_q[:, None, :, None], -1e9)
         elif self.mask_mode == "causal":
-            scores = scores.masked_fill(~causal_mask(pad)[:, None, -q.shape[2]:], float("-inf"))
+            scores = scores.masked_fill(~causal_mask(pad_k)[:, None, -q.shape[2]:], float("-inf"))
         else:
             scores = scores.masked_fill(pad_k[:, None, None, :], float("-inf"))
         return F.dropout(scores.softmax(dim=-1), p=p, training=p > 0) @ v

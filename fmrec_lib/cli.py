@@ -31,8 +31,8 @@ def _cmd_data(args) -> int:
             ref = load_reference_split(name)
         except (DatasetNotFoundError, ValueError):
             continue
-        same = list(ds.train) == list(ref.train) and ds.train == ref.train and ds.val == ref.val and ds.test == ref.test
-        checks.append(f"{name}: rebuilt split {'equals' if same else 'DIFFERS FROM'} the authors' fmrec_dataset.pkl")
+        checks.append(f"{name}: rebuilt split {'equals' if ds.same_split(ref) else 'DIFFERS FROM'} "
+                      "the authors' fmrec_dataset.pkl")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("\n".join(checks))
     return 0 if all("equals" in c for c in checks) else 1

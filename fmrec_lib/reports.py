@@ -79,8 +79,7 @@ def dataset_report(names: list[str] | None = None, size: str = "paper") -> tuple
         check = "no reference split"
         try:
             ref = load_reference_split(name)
-            same = list(ds.train) == list(ref.train) and (ds.train, ds.val, ds.test) == (ref.train, ref.val, ref.test)
-            check = "equals the authors' split" if same else "DIFFERS from the authors' split"
+            check = "equals the authors' split" if ds.same_split(ref) else "DIFFERS from the authors' split"
         except DatasetNotFoundError:
             pass
         rows.append({**ds.stats(), "status": "ok", "split_check": check})

@@ -65,6 +65,11 @@ class SequentialDataset:
     def display_name(self) -> str:
         return self.label or self.name
 
+    def same_split(self, other: "SequentialDataset") -> bool:
+        """Same users in the same order with the same train, val and test items."""
+        return (list(self.train) == list(other.train)
+                and (self.train, self.val, self.test) == (other.train, other.val, other.test))
+
     def stats(self) -> dict:
         """The paper's dataset table: users, items, interactions, average length, sparsity."""
         n_users = len(self.train)

@@ -2,7 +2,10 @@
 
 ``fit`` follows METHOD.md: Adam (lr 1e-3), batch 512, StepLR(100, 0.1), up to 500 epochs,
 validate every 20 epochs, stop after 5 validations in a row without a new best on any metric,
-and test the last model that set a best. The hot loop has no host sync: loss terms are summed
+and test the last model that set a best. The validation schedule follows the profile: the
+paper profile validates after epochs 21, 41, ..., 481 as the authors' counter does (never at
+500); the clean profile after 20, 40, ..., 500. The reported validation metrics are those of
+the selected model (not the best value of each metric over all validations). The hot loop has no host sync: loss terms are summed
 on the device and read once per epoch, which is also when a NaN or infinite loss is caught.
 """
 from __future__ import annotations
@@ -13,9 +16,10 @@ import math
 import os
 import random
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -41,6 +45,9 @@ class TrainConfig:
     lr_step: int = 100
     lr_gamma: float = 0.1
     eval_every: int = 20
+    # "authors": after epochs eval_every + 1, 2 eval_every + 1, ... (never the last); "regular":
+    # after eval_every, 2 eval_every, ... and the last; "auto": "authors" for the paper profile.
+    eval_schedule: Literal["auto", "authors", "regular"] = "auto"
     patience: int = 5
     seed: int = 1997
     eval_seed: int = 0  # seed of the evaluation noise generator (x_0, lambda), fixed per evaluation
@@ -58,6 +65,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.eval_schedule not in ("auto", "authors", "regular"):
+            raise ValueError(f"eval_schedule must be 'auto', 'authors' or 'regular', got {self.eval_schedule!r}")
+
+    def resolved(self, profile: str) -> "TrainConfig":
+        """This config with ``eval_schedule="auto"`` resolved for a model profile."""
+        if self.eval_schedule != "auto":
+            return self
+        return dataclasses.replace(self, eval_schedule="authors" if profile == "paper" else "regular")
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether a validation follows epoch ``epoch`` (1-based) under the resolved schedule."""
+        if self.eval_schedule == "auto":
+            raise ValueError("resolve eval_schedule for the model's profile first (TrainConfig.resolved)")
+        if self.eval_schedule == "authors":  # the authors validate when their 0-based epoch i > 0 and i % every == 0
+            return epoch > 1 and (epoch - 1) % self.eval_every == 0
+        return epoch % self.eval_every == 0 or epoch == self.epochs
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,11 +115,13 @@ class RunResult:
 
 def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
     """Identifies a run: what changes its numbers (not the speed flags of the train config)."""
+    from .models import MODELS
+
     speed = {"fused_adam", "tf32", "amp_bf16", "compile", "eval_batch_size"}
-    train = {k: v for k, v in asdict(train_config).items() if k not in speed}
+    train = {k: v for k, v in asdict(train_config.resolved(model_config.profile)).items() if k not in speed}
     return config_hash({"dataset": dataset.name, "users": len(dataset.train), "items": dataset.num_items,
-                        "model": model, "model_config": asdict(model_config), "train": train,
-                        "amp_bf16": train_config.amp_bf16})
+                        "model": model, "model_version": MODELS[model][0].version,
+                        "model_config": asdict(model_config), "train": train, "amp_bf16": train_config.amp_bf16})
 
 
 def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
@@ -200,6 +225,10 @@ def fit(
     tc = train_config if isinstance(train_config, TrainConfig) else from_dict(TrainConfig, train_config)
     cfg_cls = model_config_class(model)
     mc = model_config if isinstance(model_config, cfg_cls) else from_dict(cfg_cls, model_config)
+    tc = tc.resolved(mc.profile)
+    if not any(tc.validates_after(e) for e in range(1, tc.epochs + 1)):
+        raise ValueError(f"no validation would happen: {tc.epochs} epochs with eval_every={tc.eval_every} under the "
+                         f"{tc.eval_schedule!r} schedule (the authors' first validation follows epoch eval_every + 1)")
     dataset = dataset.subset(tc.max_users)
     device = resolve_device(device)
     if tc.tf32 and device.type == "cuda":
@@ -211,7 +240,8 @@ def fit(
     net = build_model(model, dataset, mc).to(device)
     protocol = EvalProtocol.for_profile(mc.profile)
     history: list[dict] = []
-    best: dict[str, float] = {}
+    best: dict[str, float] = {}  # per-metric maxima over validations: the "new best on any metric" rule
+    selected_val: dict[str, float] = {}  # validation metrics of the selected model
     best_epoch, bad_evals, start_epoch = 0, 0, 0
     best_state = None
     shuffle = torch.Generator().manual_seed(tc.seed)
@@ -241,6 +271,7 @@ def fit(
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
+            selected_val = ckpt["selected_val"]
             bad_evals, history, best_state = ckpt["bad_evals"], ckpt["history"], ckpt["best_state"]
             _restore_rng(ckpt["rng"], shuffle)
             t_start -= ckpt.get("wall_time_s", 0.0)  # wall time counts the interrupted part too
@@ -283,13 +314,13 @@ def fit(
                 f"epoch {epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
                 f"(epoch means: {means}){where}")
         record = {"epoch": epoch, **{f"loss_{k}": v for k, v in means.items()}}
-        if epoch % tc.eval_every == 0 or epoch == tc.epochs:
+        if tc.validates_after(epoch):
             val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
             record.update({f"val_{k}": v for k, v in val.items()})
             improved = [k for k, v in val.items() if v > best.get(k, -math.inf)]
             if improved:
                 best.update({k: max(v, best.get(k, -math.inf)) for k, v in val.items()})
-                best_epoch, bad_evals = epoch, 0
+                best_epoch, bad_evals, selected_val = epoch, 0, dict(val)
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
             else:
                 bad_evals += 1
@@ -300,6 +331,7 @@ def fit(
                               "scheduler": scheduler.state_dict(), "config_hash": run_hash,
                               "model_name": model, "model_config": asdict(mc), "train_config": asdict(tc),
                               "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
+                              "selected_val": selected_val,
                               "history": history, "best_state": best_state, "rng": _rng_state(shuffle),
                               "wall_time_s": time.perf_counter() - t_start}, ckpt_path)
             log.info("epoch %d val %s%s", epoch, {k: round(v, 3) for k, v in val.items()},
@@ -321,7 +353,7 @@ def fit(
         _atomic_save({"model": net.state_dict(), "model_name": model, "model_config": asdict(mc),
                       "train_config": asdict(tc), "config_hash": run_hash, "num_items": dataset.num_items,
                       "best_epoch": best_epoch}, best_model_path(checkpoint_dir, model, run_hash))
-    val = {k: v for k, v in best.items()}
+    val = dict(selected_val)
     test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
     return _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epoch, t_start, device, history,
                    protocol, net, results_path)

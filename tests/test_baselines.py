@@ -33,7 +33,7 @@ def test_forward_shapes_and_loss(name):
 def test_short_training_beats_popularity(name):
     ds = cyclic_dataset()
     pop = fit(ds, "pop", {}, {}, device="cpu", results_path=None, progress=False)
-    run = fit(ds, name, TINY[name], dict(epochs=8, batch_size=64, eval_every=4, lr=3e-3), device="cpu",
+    run = fit(ds, name, TINY[name], dict(epochs=9, batch_size=64, eval_every=4, lr=3e-3), device="cpu",
               results_path=None, progress=False)
     assert run.test["HR@10"] > pop.test["HR@10"] + 20
 
@@ -76,3 +76,50 @@ def test_sasrec_sdpa_equals_reference_attention():
         torch.manual_seed(0)
         outs.append(SASRec(12, SASRecConfig(hidden=16, max_len=8, attention=attention)).eval().user_vector(HIST))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_diffurec_time_input_is_the_rescaled_step(monkeypatch):
+    import fmrec_lib.models.fusion as fusion
+
+    seen = []
+    real = fusion.timestep_embedding
+    monkeypatch.setattr(fusion, "timestep_embedding", lambda t, dim: seen.append(t.clone()) or real(t, dim))
+    torch.manual_seed(0)
+    m = DiffuRec(12, DiffuRecConfig(hidden=16, heads=2, max_len=8, diffusion_steps=32)).eval()
+    m.score(HIST, torch.Generator().manual_seed(0))
+    assert [float(t[0]) for t in seen] == [s * 1000 / 32 for s in reversed(range(32))]  # 968.75 ... 0
+    seen.clear()
+    m.train()
+    m.loss(HIST, torch.tensor([4, 10]))
+    assert all(float(v) in {s * 1000 / 32 for s in range(32)} for v in seen[0])
+    index = DiffuRec(12, DiffuRecConfig(hidden=16, heads=2, max_len=8, diffusion_steps=32, time_input="index"))
+    assert torch.equal(index.time_value(torch.arange(32)), torch.arange(32).float())
+
+
+@pytest.mark.parametrize("variance", ["beta", "posterior"])
+def test_diffurec_reverse_step_noise(variance):
+    """Each reverse step's input is the posterior mean plus noise of variance beta_s (s >= 1),
+    and the last step (s = 0) adds none: checked with a stand-in network that predicts 0."""
+    T = 5
+    m = DiffuRec(12, DiffuRecConfig(hidden=16, heads=2, max_len=8, diffusion_steps=T, reverse_variance=variance)).eval()
+    inputs = []
+
+    def zero_net(x, time_value, h, pad, generator=None, need_mid=False):
+        inputs.append(x.clone())
+        return torch.zeros_like(x), None
+
+    m.net.forward = zero_net
+    final = m.generate(HIST, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 16, generator=g)
+    betas = beta_schedule("trunc_lin", T)
+    abar = torch.cumprod(1 - betas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    var = betas if variance == "beta" else betas * (1 - abar_prev) / (1 - abar)
+    ct = (1 - abar_prev) * (1 - betas).sqrt() / (1 - abar)
+    for step, s in enumerate(reversed(range(T))):
+        assert torch.allclose(inputs[step], x, atol=1e-6)
+        x = float(ct[s]) * x + (float(var[s].sqrt()) * torch.randn(2, 16, generator=g) if s > 0 else 0)
+    assert torch.equal(final, torch.zeros(2, 16)) and float(ct[0]) == 0.0  # s = 0: the posterior mean is x0_hat
+    if variance == "beta":
+        assert torch.allclose(m.reverse_std[1:] ** 2, betas[1:].float())

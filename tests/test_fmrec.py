@@ -116,3 +116,45 @@ def test_generation_options():
     det = m.generate(histories(), g(), steps=3).x
     sto = m.generate(histories(), g(), steps=3, method="stochastic", noise_scale=1.0).x
     assert not torch.allclose(det, sto)
+
+
+def test_ffn_dropout_is_stochastic_in_training_and_off_in_eval():
+    block = TransformerBlock(16, 2, 4, 0.1, "key", "sdpa", 1e-12, ffn_dropout=True, init="xavier-zero-bias")
+    x, pad = torch.randn(3, 5, 16), torch.zeros(3, 5, dtype=torch.bool)
+    assert isinstance(block.ffn[2], torch.nn.Dropout) and block.ffn[2].p == 0.1  # between GELU and the 2nd Linear
+    block.train()
+    h = torch.randn(3, 5, 16)
+    assert not torch.equal(block.ffn(h), block.ffn(h))
+    block.eval()
+    assert torch.equal(block.ffn(h), block.ffn(h)) and torch.equal(block(x, pad), block(x, pad))
+    assert len(TransformerBlock(16, 2, 4, 0.1, "causal", "sdpa", 1e-8).ffn) == 3  # SASRec: no inner dropout
+
+
+@pytest.mark.parametrize("init,zero_bias", [("xavier-zero-bias", True), ("xavier", False)])
+def test_initialisation_is_xavier_normal(init, zero_bias):
+    torch.manual_seed(0)
+    d = 128
+    blocks = [TransformerBlock(d, 4, 4, 0.1, "query", "sdpa", 1e-12, ffn_dropout=True, init=init) for _ in range(4)]
+    for get, fan_in, fan_out in ((lambda b: b.attn.proj, d, d), (lambda b: b.ffn[0], d, 4 * d),
+                                 (lambda b: b.ffn[-1], 4 * d, d)):
+        w = torch.cat([get(b).weight.detach().flatten() for b in blocks])
+        expected = (2.0 / (fan_in + fan_out)) ** 0.5
+        # sd of a sample sd is about sd / sqrt(2n): 5 of those is far beyond chance
+        assert abs(w.std().item() - expected) < 5 * expected / (2 * w.numel()) ** 0.5
+        assert abs(w.mean().item()) < 5 * expected / w.numel() ** 0.5
+    biases = torch.cat([torch.cat([b.ffn[0].bias, b.ffn[-1].bias]).detach() for b in blocks])
+    assert bool((biases == 0).all()) == zero_bias
+    # PyTorch's default for the untouched Q/K/V: uniform with bound 1/sqrt(fan_in)
+    qkv = torch.cat([b.attn.qkv.weight.detach().flatten() for b in blocks])
+    assert qkv.abs().max() <= d ** -0.5 and abs(qkv.std().item() - d ** -0.5 / 3 ** 0.5) < 0.01 * d ** -0.5
+
+
+def test_fmrec_and_diffurec_use_their_codes_initialisation():
+    from fmrec_lib.models import DiffuRec, DiffuRecConfig
+
+    fm = model()
+    assert fm.config.init == "xavier-zero-bias" and fm.config.ffn_dropout
+    assert all((b.ffn[0].bias == 0).all() and (b.ffn[-1].bias == 0).all() for b in fm.net.blocks)
+    dr = DiffuRec(20, DiffuRecConfig(hidden=32, heads=4, max_len=8))
+    assert dr.config.init == "xavier" and not (dr.net.blocks[0].ffn[-1].bias == 0).all()
+    assert isinstance(dr.net.blocks[0].ffn[2], torch.nn.Dropout)

@@ -10,7 +10,7 @@ from fmrec_lib.results import COLUMNS, find_run, read_results
 from fmrec_lib.train import NonFiniteLossError, best_model_path, evaluate_model, fit, load_checkpoint, load_model
 from synthetic import TINY_FMREC, cyclic_dataset, write_sequences
 
-FAST = dict(epochs=3, batch_size=64, eval_every=3, lr=3e-3)
+FAST = dict(epochs=4, batch_size=64, eval_every=3, lr=3e-3)  # the paper profile validates after epoch 4
 
 
 def _resume_file(folder):
@@ -48,14 +48,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     whole = fit(ds, "fmrec", cfg, train, device="cpu", results_path=None, progress=False)
 
     def kill(epoch, record):
-        if epoch == 3:  # after the epoch-2 checkpoint, mid-way to the next one
+        if epoch == 4:  # after the epoch-3 checkpoint (validations follow epochs 3 and 5), mid-way to the next
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
             on_epoch_end=kill)
     ckpt = load_checkpoint(_resume_file(tmp_path))
-    assert ckpt["epoch"] == 2 and {"model", "optimizer", "scheduler", "rng", "best", "model_config"} <= ckpt.keys()
+    assert ckpt["epoch"] == 3 and {"model", "optimizer", "scheduler", "rng", "best", "model_config"} <= ckpt.keys()
     resumed = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False)
     assert resumed.history == whole.history  # every epoch's losses and validation metrics
     assert resumed.test == whole.test and resumed.best_epoch == whole.best_epoch
@@ -65,7 +65,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
     ds = cyclic_dataset(40)
     cfg = dict(TINY_FMREC, hidden=16)
-    first = fit(ds, "fmrec", cfg, dict(FAST, epochs=1, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
+    first = fit(ds, "fmrec", cfg, dict(FAST, epochs=2, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
                 results_path=None, progress=False)
     path = _resume_file(tmp_path)
     other = path.with_name(path.name.replace(first.config_hash, "0" * 12))
@@ -76,7 +76,7 @@ def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
     # a file named for this config but holding another one is refused
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="another configuration"):
-        fit(ds, "fmrec", cfg, dict(FAST, epochs=1, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
+        fit(ds, "fmrec", cfg, dict(FAST, epochs=2, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=None, progress=False)
 
 
@@ -89,14 +89,14 @@ def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, m
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         value = real(*args, **kwargs)
-        return value * float("nan") if calls["n"] > 14 else value  # 14 batches = epoch 1
+        return value * float("nan") if calls["n"] > 28 else value  # 14 batches per epoch: from epoch 3 on
 
     monkeypatch.setattr(fmrec_module, "balanced_reconstruction_loss", poisoned)
     ds = cyclic_dataset()
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2: loss term 'rec' is nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan"):
         fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=tmp_path / "runs.csv", progress=False)
-    assert load_checkpoint(_resume_file(tmp_path))["epoch"] == 1
+    assert load_checkpoint(_resume_file(tmp_path))["epoch"] == 2  # the first validation follows epoch 2
     assert not (tmp_path / "runs.csv").exists()
 
 
@@ -153,7 +153,7 @@ def test_last_k_samples_keeps_each_users_most_recent_prefixes():
 
 
 def test_bf16_autocast_switch_trains_with_finite_losses():
-    run = fit(cyclic_dataset(40), "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=1, eval_every=1, amp_bf16=True),
+    run = fit(cyclic_dataset(40), "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1, amp_bf16=True),
               device="cpu", results_path=None, progress=False)
     assert all(math.isfinite(v) for k, v in run.history[0].items() if k.startswith("loss_"))
 
@@ -166,3 +166,39 @@ def test_suite_selects_notebooks_in_order():
     assert [p.stem for p in notebooks(["02"])] == ["02_trajectory"]
     with pytest.raises(ValueError, match="no notebook matches"):
         notebooks(["99"])
+
+
+def test_validation_schedules_follow_the_profile():
+    from fmrec_lib.train import TrainConfig
+
+    paper = TrainConfig().resolved("paper")
+    assert [e for e in range(1, 501) if paper.validates_after(e)] == list(range(21, 482, 20))  # never at 500
+    clean = TrainConfig().resolved("clean")
+    assert [e for e in range(1, 501) if clean.validates_after(e)] == list(range(20, 501, 20))
+    assert TrainConfig(eval_schedule="regular").resolved("paper").eval_schedule == "regular"
+    ds = cyclic_dataset(40)
+    cfg = dict(TINY_FMREC, hidden=16)
+    for profile, expected in (("paper", [4, 7, 10]), ("clean", [3, 6, 9, 10])):
+        run = fit(ds, "fmrec", dict(cfg, profile=profile), dict(FAST, epochs=10, eval_every=3, patience=10),
+                  device="cpu", results_path=None, progress=False)
+        assert [h["epoch"] for h in run.history if "val_HR@10" in h] == expected
+        assert run.train_config["eval_schedule"] == ("authors" if profile == "paper" else "regular")
+    with pytest.raises(ValueError, match="no validation would happen"):
+        fit(ds, "fmrec", cfg, dict(FAST, epochs=3, eval_every=3), device="cpu", results_path=None, progress=False)
+
+
+def test_stops_after_patience_validations_without_a_new_best_on_any_metric():
+    # lr so small that the model never changes: the first validation sets every best, the
+    # next ones tie (not a new best), so the run stops after 1 + patience validations.
+    run = fit(cyclic_dataset(40), "fmrec", dict(TINY_FMREC, hidden=16),
+              dict(FAST, epochs=30, eval_every=3, patience=2, lr=1e-30), device="cpu", results_path=None,
+              progress=False)
+    assert [h["epoch"] for h in run.history if "val_HR@10" in h] == [4, 7, 10]
+    assert run.epochs_run == 10 and run.best_epoch == 4
+
+
+def test_reported_validation_metrics_are_the_selected_models():
+    run = fit(cyclic_dataset(80), "fmrec", dict(TINY_FMREC, hidden=16),
+              dict(FAST, epochs=12, eval_every=1, patience=20), device="cpu", results_path=None, progress=False)
+    at_best = next(h for h in run.history if h["epoch"] == run.best_epoch)
+    assert run.val == {k[len("val_"):]: v for k, v in at_best.items() if k.startswith("val_")}

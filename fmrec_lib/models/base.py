@@ -16,6 +16,9 @@ class Recommender(nn.Module):
 
     name: str = "recommender"
     trainable: bool = True
+    # Part of every run's identity: bumped whenever what the model computes or how it trains
+    # changes without a config field saying so, so results of the old code are never reused.
+    version: int = 1
 
     def __init__(self, num_items: int, config):
         super().__init__()

@@ -1,17 +1,22 @@
-"""DiffuRec (Li et al., TOIS 2023), written from the paper's description: FMRec's predecessor.
-
-Choices (where the paper leaves room, the FMRec authors' shared code base is followed):
+"""DiffuRec (Li et al., TOIS 2023), FMRec's predecessor, following DiffuRec's public code
+(github WHUIR/DiffuRec, read as a specification) in everything it computes:
 
 * Forward process: DDPM on the target item embedding ``x_0 = E[y]``,
   ``x_s = sqrt(abar_s) x_0 + sqrt(1 - abar_s) eps`` for s in 0..T-1, T = 32.
 * Schedule "truncated linear" (DiffuRec's ``trunc_lin``): betas linear from ``1e-4 k + 0.01`` to
   ``0.02 k + 0.01`` with ``k = 1000 / T``; when that end exceeds 1 (T < 21) it becomes ``1e-3 k + 0.01``.
 * Approximator: the same history-fusion Transformer as FMRec (lambda ~ N(delta, delta),
-  4 pre-LN blocks, the profile's mask), seeing the integer step s; it predicts ``x_0``.
+  4 pre-LN blocks, the profile's mask, dropout inside the FFN; Xavier-normal attention output
+  and FFN weights, biases left at PyTorch's defaults); it predicts ``x_0``.
+* Time input: the sinusoidal embedding sees the rescaled step ``s * 1000 / T`` (0 .. 968.75
+  for T = 32), DiffuRec's default ``rescale_timesteps``; ``time_input="index"`` feeds ``s``.
 * Loss: cross-entropy of ``x0_hat @ E.T`` against the target (no reconstruction term).
-  Steps are drawn uniformly (DiffuRec's loss-aware step sampler is not reproduced).
-* Inference: ancestral sampling from ``x_T ~ N(0, I)``: at each step predict ``x0_hat`` and draw
-  ``x_{s-1}`` from the posterior ``q(x_{s-1} | x_s, x0_hat)``; the final ``x0_hat`` is scored
+  Steps are drawn uniformly: DiffuRec's "loss-aware" sampler is never updated in its code
+  (the update call is commented out), so it draws uniformly too.
+* Inference: ancestral sampling from ``x_T ~ N(0, I)``: at each step predict ``x0_hat``, take
+  the posterior mean of ``q(x_{s-1} | x_s, x0_hat)`` and, for s >= 1, add noise of variance
+  ``beta_s`` (DiffuRec's choice; ``reverse_variance="posterior"`` uses the posterior variance).
+  The result after the last step (s = 0, no noise) equals the final ``x0_hat``, which is scored
   against every item. All noise comes from the evaluation generator.
 """
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 
 from ..losses import cross_entropy_loss
 from .base import Recommender
-from .fmrec import FusionTransformer
+from .fusion import FusionTransformer
 
 
 @dataclass
@@ -41,10 +46,18 @@ class DiffuRecConfig:
     diffusion_steps: int = 32
     schedule: Literal["trunc_lin", "linear"] = "trunc_lin"
     attention: Literal["sdpa", "math"] = "sdpa"
+    time_input: Literal["rescaled", "index"] = "rescaled"  # what the time embedding sees: s * 1000 / T, or s
+    reverse_variance: Literal["beta", "posterior"] = "beta"  # noise variance of a reverse step s >= 1
+    ffn_dropout: bool = True
+    init: Literal["xavier", "xavier-zero-bias", "torch"] = "xavier"  # DiffuRec's initialisation
 
     def __post_init__(self):
         if self.diffusion_steps < 1:
             raise ValueError("diffusion_steps must be >= 1")
+        if self.time_input not in ("rescaled", "index"):
+            raise ValueError(f"time_input must be 'rescaled' or 'index', got {self.time_input!r}")
+        if self.reverse_variance not in ("beta", "posterior"):
+            raise ValueError(f"reverse_variance must be 'beta' or 'posterior', got {self.reverse_variance!r}")
 
 
 def beta_schedule(name: str, steps: int) -> torch.Tensor:
@@ -62,6 +75,7 @@ def beta_schedule(name: str, steps: int) -> torch.Tensor:
 
 class DiffuRec(Recommender):
     name = "diffurec"
+    version = 2  # 2: DiffuRec's time input, reverse variance, FFN dropout and initialisation
 
     def __init__(self, num_items: int, config: DiffuRecConfig | None = None):
         config = config or DiffuRecConfig()
@@ -75,7 +89,7 @@ class DiffuRec(Recommender):
             "sqrt_abar": abar.sqrt(), "sqrt_one_minus_abar": (1 - abar).sqrt(),
             "post_c0": betas * abar_prev.sqrt() / (1 - abar),
             "post_ct": (1 - abar_prev) * (1 - betas).sqrt() / (1 - abar),
-            "post_std": (betas * (1 - abar_prev) / (1 - abar)).sqrt(),
+            "reverse_std": (betas if config.reverse_variance == "beta" else betas * (1 - abar_prev) / (1 - abar)).sqrt(),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value.float(), persistent=False)
@@ -87,13 +101,18 @@ class DiffuRec(Recommender):
     def n_model_calls(self) -> int:
         return self.config.diffusion_steps
 
+    def time_value(self, s: torch.Tensor) -> torch.Tensor:
+        """What the time embedding sees for steps s (B,): ``s * 1000 / T`` or ``s``."""
+        scale = 1000.0 / self.config.diffusion_steps if self.config.time_input == "rescaled" else 1.0
+        return s.float() * scale
+
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         h, pad = self.net.encode_history(inputs)
         x_0 = self.item_emb(targets)  # (B, d)
         s = torch.randint(0, self.config.diffusion_steps, (len(targets),), device=inputs.device)
         noise = torch.randn_like(x_0)
         x_s = self.sqrt_abar[s, None] * x_0 + self.sqrt_one_minus_abar[s, None] * noise
-        x0_hat, _ = self.net(x_s, s.float(), h, pad)
+        x0_hat, _ = self.net(x_s, self.time_value(s), h, pad)
         ce = cross_entropy_loss(x0_hat, self.item_emb.weight, targets, mask_padding=self.config.profile == "clean")
         return {"ce": ce, "loss": ce}
 
@@ -105,11 +124,11 @@ class DiffuRec(Recommender):
         x = torch.randn(B, d, device=histories.device, generator=generator)
         x0_hat = x
         for s in reversed(range(self.config.diffusion_steps)):
-            step = torch.full((B,), float(s), device=histories.device)
-            x0_hat, _ = self.net(x, step, h, pad, generator)
+            step = torch.full((B,), s, device=histories.device)
+            x0_hat, _ = self.net(x, self.time_value(step), h, pad, generator)
             x = self.post_c0[s] * x0_hat + self.post_ct[s] * x
             if s > 0:
-                x = x + self.post_std[s] * torch.randn(B, d, device=histories.device, generator=generator)
+                x = x + self.reverse_std[s] * torch.randn(B, d, device=histories.device, generator=generator)
         return x0_hat
 
     @torch.no_grad()

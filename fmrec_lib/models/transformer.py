@@ -79,17 +79,37 @@ class SelfAttention(nn.Module):
         return F.dropout(scores.softmax(dim=-1), p=p, training=p > 0) @ v
 
 
-class TransformerBlock(nn.Module):
-    """``x + Drop(Attn(LN(x)))``, then ``x + Drop(FFN(LN(x)))``, FFN d -> 4d -> d with tanh-GELU."""
+INITS = ("torch", "xavier", "xavier-zero-bias")
 
-    def __init__(self, hidden: int, heads: int, ffn_mult: int, dropout: float, mask_mode, attention, ln_eps: float):
+
+class TransformerBlock(nn.Module):
+    """``x + Drop(Attn(LN(x)))``, then ``x + Drop(FFN(LN(x)))``, FFN d -> 4d -> d with tanh-GELU,
+    and ``Drop`` on the block's output.
+
+    ``ffn_dropout`` adds a dropout between the GELU and the second FFN matrix (the FMRec and
+    DiffuRec codes have it; SASRec here does not). ``init``: ``torch`` keeps PyTorch's defaults;
+    ``xavier`` draws the attention output projection and both FFN weight matrices from
+    Xavier-normal (DiffuRec's code); ``xavier-zero-bias`` also zeroes the FFN biases (FMRec's code).
+    """
+
+    def __init__(self, hidden: int, heads: int, ffn_mult: int, dropout: float, mask_mode, attention, ln_eps: float,
+                 ffn_dropout: bool = False, init: str = "torch"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
         self.norm1 = nn.LayerNorm(hidden, eps=ln_eps)
         self.attn = SelfAttention(hidden, heads, dropout, mask_mode, attention)
         self.norm2 = nn.LayerNorm(hidden, eps=ln_eps)
-        self.ffn = nn.Sequential(nn.Linear(hidden, ffn_mult * hidden), nn.GELU(approximate="tanh"),
+        inner = [nn.Dropout(dropout)] if ffn_dropout else []
+        self.ffn = nn.Sequential(nn.Linear(hidden, ffn_mult * hidden), nn.GELU(approximate="tanh"), *inner,
                                  nn.Linear(ffn_mult * hidden, hidden))
         self.drop = nn.Dropout(dropout)
+        if init != "torch":
+            for linear in (self.attn.proj, self.ffn[0], self.ffn[-1]):
+                nn.init.xavier_normal_(linear.weight)
+            if init == "xavier-zero-bias":
+                nn.init.zeros_(self.ffn[0].bias)
+                nn.init.zeros_(self.ffn[-1].bias)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(B, L, d) -> (B, L, d); with ``last_only`` just the last row (B, 1, d), which is

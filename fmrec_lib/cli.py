@@ -2,7 +2,8 @@
 
 ``train`` accepts every field of the chosen model's config and of :class:`TrainConfig` as an
 option (``--alpha 0.1``, ``--eval-steps 10``, ``--batch-size 256``, ...) and ends by printing one
-JSON line with the run's configuration and its test metrics.
+JSON line with the run's configuration and its test metrics. ``data``, ``train`` and ``bench``
+take ``--format`` to read a file whose suffix does not say its format (``--format csv``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import logging
 import sys
 import typing
 
-from .data import DATASETS, DatasetNotFoundError, load_dataset, load_reference_split
+from .data import DATASETS, FORMATS, DatasetNotFoundError, load_dataset, load_reference_split
 
 
 def _cmd_data(args) -> int:
@@ -22,7 +23,7 @@ def _cmd_data(args) -> int:
     rows, checks = [], []
     for name in args.datasets or sorted(DATASETS):
         try:
-            ds = load_dataset(name, download=args.download)
+            ds = load_dataset(name, download=args.download, fmt=args.format)
         except DatasetNotFoundError as e:
             print(f"{name}: missing ({str(e).splitlines()[0]})", file=sys.stderr)
             continue
@@ -67,7 +68,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: set[str] 
 def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
     from .train import fit
 
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, allow_unverified=args.allow_unverified)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, allow_unverified=args.allow_unverified, fmt=args.format)
     model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
     train_config = {k: getattr(args, k) for k in train_fields if hasattr(args, k)}
     result = fit(ds, args.model, model_config, train_config, device=args.device,
@@ -80,7 +81,7 @@ def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
 def _cmd_bench(args, model_fields: list[str]) -> int:
     from .bench import benchmark
 
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users, fmt=args.format)
     model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
     report = benchmark(ds, model=args.model, model_config=model_config, device=args.device,
                        batch_size=args.batch_size, train_steps=args.steps, sample_users=args.sample_users,
@@ -106,8 +107,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     fields: dict[str, list[str]] = {}
 
     p = sub.add_parser("data", help="build the datasets, print their statistics, check the authors' splits")
-    p.add_argument("datasets", nargs="*", help=f"names (default: all of {', '.join(sorted(DATASETS))})")
+    p.add_argument("datasets", nargs="*", help=f"names or file paths (default: all of {', '.join(sorted(DATASETS))})")
     p.add_argument("--no-download", dest="download", action="store_false", help="only use local files")
+    _add_format_option(p)
 
     p = sub.add_parser("suite", help="run the notebook suite with papermill (the main job)")
     p.add_argument("--size", default="auto", help="smoke, quick, paper or auto (paper with CUDA, quick without)")
@@ -121,6 +123,7 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
         p.add_argument("--model", default="fmrec", choices=list(MODELS))
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
         p.add_argument("--data-dir", default=None, help="folder searched before FMREC_DATA_DIR and data/")
+        _add_format_option(p)
         fields[f"{name}_model"] = _add_dataclass_options(p, model_config_class(model))
         if name == "train":
             p.add_argument("--allow-unverified", action="store_true", help="download a dataset with no pinned sha256")
@@ -137,6 +140,11 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
             for flag in ("fused-adam", "amp-bf16", "compile", "tf32"):
                 p.add_argument(f"--{flag}", action="store_true")
     return parser, fields
+
+
+def _add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default=None, choices=FORMATS,
+                        help="format of a data file (default: from its suffix)")
 
 
 def _default_results():

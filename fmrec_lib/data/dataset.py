@@ -3,9 +3,17 @@
 Leave-one-out as in METHOD.md: for a user with items ``s`` in time order,
 ``train = s[:-2]``, ``val = [s[-2]]``, ``test = [s[-1]]``. Items are ``1..num_items``;
 ``0`` is padding. Model inputs keep the last ``max_len`` items, left-padded with 0.
+
+Raw interactions are grouped per user and ordered by time with a stable sort; exact
+duplicate rows (same user, item and timestamp, e.g. a file concatenated twice) are dropped
+first by :func:`drop_duplicate_interactions`, because a duplicated last event would otherwise
+become both the validation and the test target. :meth:`SequentialDataset.fingerprint`
+identifies a split by its content, whatever the file was called.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +35,9 @@ class SequentialDataset:
 
     ``train[u]`` is the list of training items of user ``u`` (chronological), ``val[u]`` and
     ``test[u]`` one-item lists. ``item_ids[i - 1]`` is the raw id of item ``i`` when known.
+    ``dropped_users`` counts users too short to split, ``duplicates_dropped`` the exact
+    duplicate interactions removed while reading; ``notes`` says what was done to the data.
+    A dataset is not mutated once built (its fingerprint is cached).
     """
 
     name: str
@@ -39,6 +50,8 @@ class SequentialDataset:
     dropped_users: int = 0
     label: str = ""
     notes: list[str] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not (self.train.keys() == self.val.keys() == self.test.keys()):
@@ -64,6 +77,21 @@ class SequentialDataset:
     @property
     def display_name(self) -> str:
         return self.label or self.name
+
+    def fingerprint(self) -> str:
+        """First 16 hex digits of the sha256 of the split's content.
+
+        Hashes ``num_items`` and, for every user in order, its id and train, val and test
+        items, as compact JSON: two files with the same name and the same counts but a
+        different order or content get different fingerprints, the same content read twice
+        the same one. The name, label, source and raw item ids are not part of it.
+        """
+        if self._fingerprint is None:
+            content = [self.num_items, [[u, self.train[u], self.val[u], self.test[u]] for u in self.train]]
+            # default=int: item ids may be numpy integers; "v1" versions the encoding.
+            encoded = json.dumps(["fmrec-split-v1", content], separators=(",", ":"), default=int)
+            self._fingerprint = hashlib.sha256(encoded.encode()).hexdigest()[:16]
+        return self._fingerprint
 
     def same_split(self, other: "SequentialDataset") -> bool:
         """Same users in the same order with the same train, val and test items."""
@@ -98,6 +126,7 @@ class SequentialDataset:
             test={u: self.test[u] for u in chosen}, num_items=self.num_items, source=self.source,
             item_ids=self.item_ids, dropped_users=self.dropped_users, label=self.label,
             notes=self.notes + [f"subset of {max_users} users (seed {seed})"],
+            duplicates_dropped=self.duplicates_dropped,
         )
 
     def training_samples(self, max_len: int = 50, last_k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +192,25 @@ def _sort_key(token: str):
         return (0, int(token), "")
     except ValueError:
         return (1, 0, token)
+
+
+def drop_duplicate_interactions(rows: list[Interaction], source: str = "") -> tuple[list[Interaction], int]:
+    """Rows without exact duplicates (same user, item and timestamp), first occurrence kept,
+    and the number dropped; a warning names ``source`` and the count when any are dropped.
+
+    The same item at another time is a repeat interaction and is kept.
+    """
+    seen: set[Interaction] = set()
+    kept: list[Interaction] = []
+    for r in rows:
+        if r not in seen:
+            seen.add(r)
+            kept.append(r)
+    dropped = len(rows) - len(kept)
+    if dropped:
+        log.warning("%s: dropped %d exact duplicate interaction(s) (same user, item and timestamp) of %d rows",
+                    source or "interactions", dropped, len(rows))
+    return kept, dropped
 
 
 def sequences_from_interactions(rows: list[Interaction]) -> dict[str, list[str]]:

@@ -3,12 +3,19 @@
 Each reader returns plain Python data and raises :class:`DataFormatError` naming the
 file and the (1-based) line of the first malformed row, never a half-read result.
 
-* interaction files (MovieLens ``u.data``, RecBole ``.inter``, user CSV): a list of
-  :class:`Interaction` rows in file order;
+* interaction files (MovieLens ``u.data``, RecBole ``.inter``, a user's CSV or TSV with a
+  ``user,item,timestamp`` header, MovieLens-1M ``user::item::rating::timestamp`` ``.dat``): a
+  list of :class:`Interaction` rows in file order, exact duplicates included (they are
+  dropped, with a logged count, when the dataset is built: see ``load_dataset(dedupe=)``);
 * sequence files (ICLRec-style ``user item item ...``): ``{user: [items in order]}``;
 * the authors' split pickle: ``{"train", "val", "test", "smap"[, "umap"]}`` read with an
   unpickler that resolves no global, so a pickle naming any class or function is refused;
 * the raw Steam reviews (one Python dict literal per line, parsed with ``ast.literal_eval``).
+
+Text is decoded as ``utf-8-sig``, so a file saved with a byte-order mark (as spreadsheet
+programs write CSV) reads like one without. Timestamps are seconds since the epoch, or ISO
+8601 dates: a date with a UTC offset (``2020-01-01T10:00:00+02:00``, or ``Z``) is converted
+to UTC, a naive one is taken as UTC.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import csv
 import datetime as _dt
 import gzip
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +42,10 @@ class Interaction:
 
 
 def _open_text(path: Path):
+    # utf-8-sig: a leading byte-order mark would otherwise become part of the first header name.
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def _check_exists(path: Path) -> Path:
@@ -84,22 +93,24 @@ def read_interactions(path: str | Path) -> list[Interaction]:
                 ts = float(fields[3])
             except ValueError:
                 raise DataFormatError(f"{path}:{line_no}: timestamp {fields[3]!r} is not a number") from None
+            if not math.isfinite(ts):
+                raise DataFormatError(f"{path}:{line_no}: timestamp {fields[3]!r} is not a finite number")
             rows.append(Interaction(user, item, ts))
     if not rows:
         raise DataFormatError(f"{path}: no interactions (empty file)")
     return rows
 
 
-def read_csv_interactions(path: str | Path) -> list[Interaction]:
+def read_csv_interactions(path: str | Path, delimiter: str = ",") -> list[Interaction]:
     """Read a user's own data: a CSV with a header naming ``user``, ``item``, ``timestamp``.
 
     Ids may be any non-empty strings (they are remapped); timestamps must be numbers or
-    ISO dates.
+    ISO dates. Other columns are ignored.
     """
     path = _check_exists(path)
     rows: list[Interaction] = []
     with _open_text(path) as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             raise DataFormatError(f"{path}: empty file")
@@ -122,13 +133,51 @@ def read_csv_interactions(path: str | Path) -> list[Interaction]:
     return rows
 
 
+def read_tsv_interactions(path: str | Path) -> list[Interaction]:
+    """Tab-separated version of :func:`read_csv_interactions` (same header, same rules)."""
+    return read_csv_interactions(path, delimiter="\t")
+
+
+def read_dat_interactions(path: str | Path) -> list[Interaction]:
+    """Read MovieLens-1M style ``ratings.dat``: ``user::item::rating::timestamp``, no header.
+
+    Users and items must be integer ids; the rating is ignored, as in :func:`read_interactions`.
+    """
+    path = _check_exists(path)
+    rows: list[Interaction] = []
+    with _open_text(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = [x.strip() for x in line.split("::")]
+            if len(fields) != 4:
+                raise DataFormatError(
+                    f"{path}:{line_no}: expected 'user::item::rating::timestamp', got {line.strip()!r}"
+                )
+            user = _integer_token(fields[0], path, line_no, "user")
+            item = _integer_token(fields[1], path, line_no, "item")
+            rows.append(Interaction(user, item, _parse_time(fields[3], path, line_no)))
+    if not rows:
+        raise DataFormatError(f"{path}: no interactions (empty file)")
+    return rows
+
+
 def _parse_time(token: str, path: Path, line_no: int) -> float:
+    """Seconds since the epoch: a number as is, an ISO date converted to UTC (naive = UTC)."""
     try:
-        return float(token)
+        seconds = float(token)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # 'nan' would sort anywhere and defeat the duplicate check
+            raise DataFormatError(f"{path}:{line_no}: timestamp {token!r} is not a finite number")
+        return seconds
     try:
-        return _dt.datetime.fromisoformat(token).replace(tzinfo=_dt.timezone.utc).timestamp()
+        iso = token[:-1] + "+00:00" if token[-1:] in ("Z", "z") else token
+        when = _dt.datetime.fromisoformat(iso)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_dt.timezone.utc)
+        return when.timestamp()  # an aware datetime: the offset is applied, not discarded
     except ValueError:
         raise DataFormatError(f"{path}:{line_no}: timestamp {token!r} is neither a number nor an ISO date") from None
 

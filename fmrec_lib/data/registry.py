@@ -3,6 +3,19 @@
 Lookup order for a named dataset: ``$FMREC_DATA_DIR/<folder>/<file>``, then the project's
 ``data/<folder>/<file>``, then a download from the public source into ``data/<folder>/``
 checked against the pinned sha256 (with pooch, imported only when a download happens).
+
+A file path is read by its suffix (:data:`SUFFIX_FORMATS`) or by ``fmt=`` (:data:`FORMATS`).
+Its dataset is named after the file, so that results, run hashes and plot titles say where
+it came from: the file's stem (``mine.csv`` -> ``mine``), or ``<parent folder>/<stem>`` when
+the stem is a generic name such as ``dataset`` or ``ratings`` (:data:`GENERIC_STEMS`), so
+``/x/amazon_toys/dataset.pkl`` is ``amazon_toys/dataset`` and ``/x/ml-1m/ratings.dat`` is
+``ml-1m/ratings``. Named datasets keep their registry name and label (``ml-100k``,
+``ML-100k``).
+
+Interaction files (``inter``, ``csv``, ``tsv``, ``dat``, ``steam``) lose their exact
+duplicate rows (same user, item and timestamp) unless ``dedupe=False``; the count is logged
+and kept in ``dataset.duplicates_dropped`` and ``dataset.notes``. The named ML-100k file has
+none, so its rebuilt split still equals the authors'.
 """
 from __future__ import annotations
 
@@ -10,17 +23,19 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from .dataset import SequentialDataset, build_dataset, dataset_from_split, sequences_from_interactions
-from .readers import (DataFormatError, read_csv_interactions, read_interactions, read_sequences,
-                      read_split_pickle, read_steam_reviews)
+from .dataset import (SequentialDataset, build_dataset, dataset_from_split, drop_duplicate_interactions,
+                      sequences_from_interactions)
+from .readers import (DataFormatError, read_csv_interactions, read_dat_interactions, read_interactions,
+                      read_sequences, read_split_pickle, read_steam_reviews, read_tsv_interactions)
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "FMREC_DATA_DIR"
 REFERENCE_SPLIT = "fmrec_dataset.pkl"
-Format = Literal["inter", "sequences", "csv", "steam", "split"]
+Format = Literal["inter", "sequences", "csv", "tsv", "dat", "steam", "split"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 @dataclass(frozen=True)
@@ -126,30 +141,76 @@ def _progress() -> bool:
 def _spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))} "
-                         "(or pass a path to a .inter/.data, .txt, .csv, .pkl or .json.gz file)")
+                         f"(or pass a path to a {_suffix_list()} file)")
     return DATASETS[name]
 
 
-_SUFFIX_FORMATS: dict[str, Format] = {
-    ".inter": "inter", ".data": "inter", ".txt": "sequences", ".csv": "csv", ".pkl": "split", ".gz": "steam",
+SUFFIX_FORMATS: dict[str, Format] = {
+    ".inter": "inter", ".data": "inter", ".txt": "sequences", ".csv": "csv", ".tsv": "tsv", ".dat": "dat",
+    ".pkl": "split", ".json.gz": "steam",
 }
+
+_INTERACTION_READERS = {"inter": read_interactions, "csv": read_csv_interactions, "tsv": read_tsv_interactions,
+                        "dat": read_dat_interactions, "steam": read_steam_reviews}
+
+# Stems that say nothing about the data; such a file is named after its folder too.
+GENERIC_STEMS = frozenset({
+    "dataset", "data", "fmrec_dataset", "train", "test", "valid", "split", "ratings", "rating", "interactions",
+    "inter", "events", "reviews", "sequences", "u", "all", "full", "input",
+})
+
+
+def _suffix_list() -> str:
+    return ", ".join(SUFFIX_FORMATS)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+
+
+def format_of(path: Path) -> Format | None:
+    """The format a file's suffix implies (``.gz`` compressed text by the suffix before it), or None."""
+    name = path.name.lower()
+    for suffix, fmt in SUFFIX_FORMATS.items():
+        if name.endswith(suffix) or (fmt != "split" and name.endswith(suffix + ".gz")):
+            return fmt
+    return None
+
+
+def file_dataset_name(path: str | Path) -> str:
+    """Short readable name of a dataset read from a file: its stem, or ``<folder>/<stem>`` when the
+    stem is generic (:data:`GENERIC_STEMS`). Never an absolute path: plots show it as a title."""
+    path = Path(path)
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem = Path(name).stem  # steam_reviews.json.gz -> steam_reviews
+    if stem.lower() in GENERIC_STEMS:
+        folder = Path(os.path.abspath(path)).parent.name  # abspath: "dataset.pkl" and "../x.pkl" too
+        if folder:
+            return f"{folder}/{stem}"
+    return stem
 
 
 def read_file(path: Path, fmt: Format, name: str, *, min_core: int = 0, on_short: str = "drop",
-              label: str = "") -> SequentialDataset:
+              label: str = "", dedupe: bool = True) -> SequentialDataset:
+    """Read ``path`` in format ``fmt`` and split it; interaction formats drop exact duplicates
+    (same user, item and timestamp) unless ``dedupe=False``."""
+    _check_format(fmt)
     if fmt == "split":
         return dataset_from_split(read_split_pickle(path), name, source=str(path))
+    dropped = 0
     if fmt == "sequences":
         sequences = read_sequences(path)
-    elif fmt == "inter":
-        sequences = sequences_from_interactions(read_interactions(path))
-    elif fmt == "csv":
-        sequences = sequences_from_interactions(read_csv_interactions(path))
-    elif fmt == "steam":
-        sequences = sequences_from_interactions(read_steam_reviews(path))
     else:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(set(_SUFFIX_FORMATS.values())))}")
-    return build_dataset(sequences, name, min_core=min_core, on_short=on_short, source=str(path), label=label)
+        rows = _INTERACTION_READERS[fmt](path)
+        if dedupe:
+            rows, dropped = drop_duplicate_interactions(rows, source=str(path))
+        sequences = sequences_from_interactions(rows)
+    ds = build_dataset(sequences, name, min_core=min_core, on_short=on_short, source=str(path), label=label)
+    if dropped:
+        ds.duplicates_dropped = dropped
+        ds.notes.append(f"dropped {dropped} exact duplicate interaction(s) (same user, item and timestamp)")
+    return ds
 
 
 def load_dataset(
@@ -163,31 +224,41 @@ def load_dataset(
     on_short: Literal["drop", "error"] = "drop",
     max_users: int | None = None,
     subset_seed: int = 0,
+    dedupe: bool = True,
 ) -> SequentialDataset:
     """Load a named dataset (``ml-100k``, ``beauty``, ``yelp``, ``steam``) or a file.
 
-    Files are read by suffix unless ``fmt`` is given: ``.inter``/``.data`` (user item rating
-    timestamp), ``.txt`` (one user per line), ``.csv`` (header user,item,timestamp), ``.pkl``
-    (the authors' split), ``.json.gz`` (raw Steam reviews). ``max_users`` keeps a
-    deterministic random subset of users for quick runs.
+    Files are read by suffix unless ``fmt`` (one of :data:`FORMATS`) is given:
+    ``.inter``/``.data`` (``inter``: user item rating timestamp), ``.txt`` (``sequences``: one
+    user per line), ``.csv``/``.tsv`` (header user,item,timestamp), ``.dat`` (MovieLens-1M
+    ``user::item::rating::timestamp``), ``.pkl`` (``split``: the authors' split), ``.json.gz``
+    (``steam``: raw Steam reviews); a ``.gz`` text file by the suffix before it. A named
+    dataset has its own format, so ``fmt`` may only repeat it. ``dedupe`` drops exact
+    duplicate interactions (logged and counted in ``duplicates_dropped``). ``max_users``
+    keeps a deterministic random subset of users for quick runs.
     """
+    if fmt is not None:
+        _check_format(fmt)
     key = str(name_or_path)
     if key in DATASETS:
         spec = DATASETS[key]
+        if fmt is not None and fmt != spec.fmt:
+            raise ValueError(f"dataset {key!r} is in format {spec.fmt!r}, not {fmt!r} (fmt= is for files)")
         path = locate(key, data_dir, download, allow_unverified)
         ds = read_file(path, spec.fmt, key, min_core=spec.min_core if min_core is None else min_core,
-                       on_short=on_short, label=spec.label)
+                       on_short=on_short, label=spec.label, dedupe=dedupe)
     else:
         path = Path(key)
         if not path.is_file():
             if path.suffix or os.sep in key:
                 raise FileNotFoundError(f"data file not found: {path}")
             _spec(key)  # raises the unknown-name error listing the known datasets
-        fmt = fmt or _SUFFIX_FORMATS.get(path.suffix)
+        fmt = fmt or format_of(path)
         if fmt is None:
-            raise ValueError(f"cannot tell the format of {path} from its suffix; pass fmt= one of "
-                             f"{', '.join(sorted(set(_SUFFIX_FORMATS.values())))}")
-        ds = read_file(path, fmt, path.stem, min_core=min_core or 0, on_short=on_short)
+            raise ValueError(f"cannot tell the format of {path} from its suffix (known: {_suffix_list()}); "
+                             f"pass fmt= (CLI: --format) one of {', '.join(FORMATS)}")
+        ds = read_file(path, fmt, file_dataset_name(path), min_core=min_core or 0, on_short=on_short,
+                       dedupe=dedupe)
     return ds.subset(max_users, seed=subset_seed)
 
 

@@ -1,9 +1,14 @@
-"""Command line: ``python -m fmrec_lib {data,suite,train,bench} ...``.
+"""Command line: ``python -m fmrec_lib {data,train,bench,suite,campaign,merge} ...``.
 
-``train`` accepts every field of the chosen model's config and of :class:`TrainConfig` as an
-option (``--alpha 0.1``, ``--eval-steps 10``, ``--batch-size 256``, ...) and ends by printing one
-JSON line with the run's configuration and its test metrics. ``data``, ``train`` and ``bench``
-take ``--format`` to read a file whose suffix does not say its format (``--format csv``).
+``train`` runs one configuration at a size's settings (``--size``, default ``paper``: the
+paper's) through the same run store as the notebooks: a run already recorded is reused, not
+retrained. It accepts every field of the chosen model's config and of ``TrainConfig`` as an
+option (``--alpha 0.1``, ``--sampler-steps 10``, ``--batch-size 256``, ...) and ends by
+printing one JSON line with the run's configuration and its test metrics. By default outputs
+go to ``runs/`` (git-ignored): ``runs/results/<size>/runs.csv`` and ``runs/checkpoints/<size>/``;
+``--output-dir .`` writes to the repository's ``results/<size>/``.
+
+Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -13,43 +18,78 @@ import json
 import logging
 import sys
 import typing
+from pathlib import Path
 
 from .data import DATASETS, FORMATS, DatasetNotFoundError, load_dataset, load_reference_split
 
+EXIT_ERROR = 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+# -- data ------------------------------------------------------------------------------------
 
 def _cmd_data(args) -> int:
     import pandas as pd
 
-    rows, checks = [], []
+    rows, checks, missing = [], [], []
     for name in args.datasets or sorted(DATASETS):
         try:
             ds = load_dataset(name, download=args.download, fmt=args.format)
         except DatasetNotFoundError as e:
-            print(f"{name}: missing ({str(e).splitlines()[0]})", file=sys.stderr)
+            missing.append(f"{name}: missing. {e}")
             continue
         rows.append(ds.stats())
-        try:
-            ref = load_reference_split(name)
-        except (DatasetNotFoundError, ValueError):
-            continue
-        checks.append(f"{name}: rebuilt split {'equals' if ds.same_split(ref) else 'DIFFERS FROM'} "
-                      "the authors' fmrec_dataset.pkl")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if name in DATASETS:
+            try:
+                ref = load_reference_split(name)
+            except (DatasetNotFoundError, ValueError):
+                continue
+            checks.append(f"{name}: rebuilt split {'equals' if ds.same_split(ref) else 'DIFFERS FROM'} "
+                          "the authors' fmrec_dataset.pkl")
+    if rows:
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("\n".join(checks))
+    for text in missing:
+        print(text, file=sys.stderr)
+    if not rows:
+        print("error: no dataset could be loaded (see above for where each was looked for and how to get it)",
+              file=sys.stderr)
+        return 1
     return 0 if all("equals" in c for c in checks) else 1
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> list[str]:
-    """One ``--field-name`` option per dataclass field (defaults left to the dataclass)."""
-    group = parser.add_argument_group(f"{cls.__name__} (defaults: the paper's)")
+# -- options from the config dataclasses -------------------------------------------------------
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: frozenset = frozenset(),
+                           group=None) -> list[str]:
+    """One ``--field-name`` option per dataclass field (defaults left to the dataclass); a
+    nested config gets ``--<field>-<subfield>`` options (``--sampler-steps``)."""
+    group = group or parser.add_argument_group(f"{cls.__name__} (defaults: the paper's)")
     hints = typing.get_type_hints(cls)
     names = []
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or f.name.isupper():
             continue
-        hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        hint, name = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            names += _add_dataclass_options(parser, hint, prefix=name + ".", group=group)
+            continue
+        flag = "--" + name.replace("_", "-").replace(".", "-")
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"default: {f.default}"}
+        kw: dict = {"dest": name, "default": argparse.SUPPRESS, "help": f"default: {f.default}"}
         if hint is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is typing.Literal:
@@ -61,30 +101,82 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: set[str] 
         else:
             kw["type"] = hint
         group.add_argument(flag, **kw)
-        names.append(f.name)
+        names.append(name)
     return names
 
 
-def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
-    from .train import fit
+def _collect(args, names: list[str]) -> dict:
+    """Options given on the command line, nested ``a.b`` names folded into ``{"a": {"b": ...}}``."""
+    out: dict = {}
+    for name in names:
+        if hasattr(args, name):
+            head, _, tail = name.partition(".")
+            if tail:
+                out.setdefault(head, {})[tail] = getattr(args, name)
+            else:
+                out[name] = getattr(args, name)
+    return out
 
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, allow_unverified=args.allow_unverified, fmt=args.format)
-    model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
-    train_config = {k: getattr(args, k) for k in train_fields if hasattr(args, k)}
-    result = fit(ds, args.model, model_config, train_config, device=args.device,
-                 checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                 results_path=None if args.results == "none" else args.results, progress=not args.quiet)
-    print(json.dumps(result.summary()))
+
+# -- train -----------------------------------------------------------------------------------
+
+def _context(args):
+    from .context import LOCAL_ROOT, Context
+
+    output_dir = Path(args.output_dir) if args.output_dir else LOCAL_ROOT
+    ctx = Context.create(args.size, args.device, output_dir, progress=not args.quiet)
+    ctx.allow_cpu_training = True  # asked for explicitly on the command line
+    ctx.data_options = {k: v for k, v in {"fmt": args.format, "data_dir": args.data_dir,
+                                           "allow_unverified": getattr(args, "allow_unverified", False),
+                                           "max_users": args.max_users}.items() if v not in (None, False)}
+    return ctx
+
+
+def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
+    from .runs import RunSpec, find, run
+    from .train import resolve_configs
+
+    overrides = {**_collect(args, model_fields), **_collect(args, train_fields)}
+    seed = overrides.pop("seed", 1997)
+    ctx = _context(args)
+    if "sampler" in overrides:  # partial sampler options complete the size's sampler
+        base = ctx.size.configs(args.model)[0].get("sampler")
+        base = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else (base or {})
+        overrides["sampler"] = {**base, **overrides["sampler"]}
+    resolve_configs(args.model, *ctx.size.configs(args.model, seed=seed, **overrides))  # bad settings fail now
+    spec = RunSpec(args.dataset, args.model, seed, overrides)
+    if not args.resume:
+        from . import checkpoints
+        from .runs import spec_hash
+
+        stale = checkpoints.running_path(ctx.store.checkpoints, args.model, spec_hash(ctx, spec))
+        if stale.exists():
+            stale.rename(stale.with_suffix(".pt.discarded"))
+            logging.getLogger(__name__).warning("--no-resume: moved %s aside", stale)
+    done = find(ctx, spec)
+    if done is not None:
+        print(f"already finished: run {done.config_hash} ({spec.name}) is recorded in {done.results_path}; "
+              "reusing it (nothing trained). Change a setting or --output-dir to train another.", file=sys.stderr)
+        r = done
+    else:
+        r = run(ctx, spec)
+    print(json.dumps({"dataset": r.dataset, "model": r.model, "config_hash": r.config_hash, "seed": r.spec.seed,
+                      "size": ctx.size.name, "reused": r.reused, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                      "stop_reason": r.stop_reason, "device": r.device, "results": str(r.results_path),
+                      "profile": r.model_config.get("profile"), "model_config": r.model_config,
+                      "train_config": r.train_config, "val": r.val, **r.test}, default=str))
     return 0
 
+
+# -- bench -----------------------------------------------------------------------------------
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
     from .bench import benchmark
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users, fmt=args.format)
-    model_config = {k: getattr(args, k) for k in model_fields if hasattr(args, k)}
+    model_config = _collect(args, model_fields)
     report = benchmark(ds, model=args.model, model_config=model_config, device=args.device,
-                       batch_size=args.batch_size, train_steps=args.steps, sample_users=args.sample_users,
+                       batch_size=args.batch_size, train_steps=args.train_steps, sample_users=args.sample_users,
                        fused_adam=args.fused_adam, amp_bf16=args.amp_bf16, compile=args.compile, tf32=args.tf32)
     print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
           f"torch {report['torch']}, flags {report['flags']}")
@@ -92,17 +184,47 @@ def _cmd_bench(args, model_fields: list[str]) -> int:
           f"-> {report['s_per_epoch']:.2f} s per epoch ({report['train_samples_per_epoch']} samples)")
     print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "
           f"{report['sample_users']} users in {report['sampling_s']:.2f} s)")
-    print(json.dumps({k: v for k, v in report.items() if k != "model_config"}))
+    print(json.dumps({k: v for k, v in report.items() if k != "model_config"}, default=str))
     return 0
 
 
+# -- campaign and merge -------------------------------------------------------------------------
+
+def _cmd_campaign(args) -> int:
+    from .campaign import run_campaign
+
+    summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, jobs=args.jobs,
+                           output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
+                           executor=args.executor, executor_options=_executor_options(args),
+                           allow_cpu_training=args.allow_cpu_training)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def _executor_options(args) -> dict:
+    return {k: getattr(args, k) for k in ("partition", "gpus_per_job", "time_limit_min", "array_parallelism",
+                                          "slurm_folder", "max_retries") if getattr(args, k, None) is not None}
+
+
+def _cmd_merge(args) -> int:
+    from .campaign import merge_archive
+
+    added = merge_archive(args.archive, size=args.size, output_dir=args.output_dir)
+    print(json.dumps(added))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
 def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     from .models import MODELS, model_config_class
+    from .sizes import SIZES
     from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m fmrec_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     fields: dict[str, list[str]] = {}
 
@@ -117,26 +239,47 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--output-dir", default=None, help="executed copies (default notebooks/executed/<size>)")
 
+    p = sub.add_parser("campaign", help="train every run the notebooks need at a size, by priority, before a deadline")
+    p.add_argument("--size", default="paper", choices=SIZES)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--deadline", type=positive_float, required=True, help="seconds from now to stop by")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
+    p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
+    p.add_argument("--archive", default=None, help="write results/<size>/ into this .tar.gz at the end")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")
+    p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
+                   help="local processes, SLURM job arrays through submitit, or submitit's in-process debug executor")
+    for name, kind in (("partition", str), ("gpus-per-job", int), ("time-limit-min", int),
+                       ("array-parallelism", int), ("slurm-folder", str), ("max-retries", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="SLURM executor option")
+
+    p = sub.add_parser("merge", help="merge a campaign archive (or results folder) into results/<size>/")
+    p.add_argument("archive", help="a .tar.gz written by campaign --archive, or a results/<size> folder")
+    p.add_argument("--size", default="paper", choices=SIZES)
+    p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
+
     for name in ("train", "bench"):
         p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")
         p.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))} or a file path")
         p.add_argument("--model", default="fmrec", choices=list(MODELS))
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-        p.add_argument("--data-dir", default=None, help="folder searched before FMREC_DATA_DIR and data/")
+        p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+        p.add_argument("--data-dir", default=None, help="folder holding the named datasets")
+        p.add_argument("--max-users", type=positive_int, default=None,
+                       help="a deterministic subset of users (default: the size's cap)")
         _add_format_option(p)
         fields[f"{name}_model"] = _add_dataclass_options(p, model_config_class(model))
         if name == "train":
+            p.add_argument("--size", default="paper", choices=SIZES, help="the size whose settings to start from")
+            p.add_argument("--output-dir", default=None, help="output root (default: runs/, git-ignored)")
             p.add_argument("--allow-unverified", action="store_true", help="download a dataset with no pinned sha256")
-            p.add_argument("--results", default=str(_default_results()), help="results CSV ('none': do not record)")
-            p.add_argument("--checkpoint-dir", default="checkpoints", help="atomic checkpoints, for resume")
-            p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore an existing checkpoint")
+            p.add_argument("--no-resume", dest="resume", action="store_false", help="move an existing checkpoint aside")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
             fields["train_train"] = _add_dataclass_options(p, TrainConfig)
         else:
-            p.add_argument("--batch-size", type=int, default=512)
-            p.add_argument("--steps", type=int, default=20, help="timed training steps")
-            p.add_argument("--max-users", type=int, default=None, help="a subset of users (a tiny run)")
-            p.add_argument("--sample-users", type=int, default=None, help="users to sample for (default: all)")
+            p.add_argument("--batch-size", type=positive_int, default=512)
+            p.add_argument("--train-steps", type=positive_int, default=20, help="timed training steps")
+            p.add_argument("--sample-users", type=positive_int, default=None, help="users to sample for (default: all)")
             for flag in ("fused-adam", "amp-bf16", "compile", "tf32"):
                 p.add_argument(f"--{flag}", action="store_true")
     return parser, fields
@@ -147,25 +290,36 @@ def _add_format_option(parser: argparse.ArgumentParser) -> None:
                         help="format of a data file (default: from its suffix)")
 
 
-def _default_results():
-    from .results import DEFAULT_RESULTS
-    return DEFAULT_RESULTS
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default="fmrec")
-    model = pre.parse_known_args(argv)[0].model
+    pre.add_argument("--debug", action="store_true")
+    known = pre.parse_known_args(argv)[0]
     from .models import MODELS
-    parser, fields = build_parser(model if model in MODELS else "fmrec")
+
+    parser, fields = build_parser(known.model if known.model in MODELS else "fmrec")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "data":
-        return _cmd_data(args)
-    if args.command == "suite":
-        from .suite import run_suite
-        return 1 if run_suite(args.size, args.device, args.only, args.output_dir) else 0
-    if args.command == "train":
-        return _cmd_train(args, fields["train_model"], fields["train_train"])
-    return _cmd_bench(args, fields["bench_model"])
+    try:
+        if args.command == "data":
+            return _cmd_data(args)
+        if args.command == "suite":
+            from .suite import run_suite
+            return 1 if run_suite(args.size, args.device, args.only, args.output_dir) else 0
+        if args.command == "train":
+            return _cmd_train(args, fields["train_model"], fields["train_train"])
+        if args.command == "campaign":
+            return _cmd_campaign(args)
+        if args.command == "merge":
+            return _cmd_merge(args)
+        return _cmd_bench(args, fields["bench_model"])
+    except KeyboardInterrupt:
+        print("interrupted: a running checkpoint (if any) is kept; the same command resumes it", file=sys.stderr)
+        return 130
+    except Exception as e:  # one clear line, not a traceback; --debug shows it
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) if str(e) else type(e).__name__
+        print(f"error: {message} ({type(e).__name__}; --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR

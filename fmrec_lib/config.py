@@ -9,9 +9,27 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def upgrade_legacy_keys(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Map keys of an older config layout onto the current one (``cls.LEGACY_KEYS``:
+    old key -> (field, subfield)), so stored configs keep loading; a key given both ways fails."""
+    legacy = getattr(cls, "LEGACY_KEYS", {})
+    if not any(k in values for k in legacy):
+        return values
+    out = {k: v for k, v in values.items() if k not in legacy}
+    for old, (field_name, sub) in legacy.items():
+        if old in values:
+            nested = out.get(field_name, {})
+            nested = dataclasses.asdict(nested) if dataclasses.is_dataclass(nested) else dict(nested)
+            if sub in nested and nested[sub] != values[old]:
+                raise ValueError(f"{cls.__name__}: {old!r} (old layout) and {field_name}.{sub} disagree")
+            out[field_name] = {**nested, sub: values[old]}
+    return out
+
+
 def from_dict(cls: type[T], values: dict[str, Any] | None = None, **overrides) -> T:
-    """``cls(**values, **overrides)`` that names unknown keys and the known ones."""
-    merged = {**(values or {}), **overrides}
+    """``cls(**values, **overrides)`` that names unknown keys and the known ones. Keys of an
+    older layout are upgraded (:func:`upgrade_legacy_keys`); nested configs may be dicts."""
+    merged = upgrade_legacy_keys(cls, {**(values or {}), **overrides})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(merged) - known)
     if unknown:
@@ -22,6 +40,26 @@ def from_dict(cls: type[T], values: dict[str, Any] | None = None, **overrides) -
             v = merged[f.name]
             kwargs[f.name] = tuple(v) if isinstance(f.default, tuple) and isinstance(v, list) else v
     return cls(**kwargs)
+
+
+def check_settings(config, *, positive: tuple[str, ...] = (), probabilities: tuple[str, ...] = (),
+                   non_negative: tuple[str, ...] = ()) -> None:
+    """Refuse impossible values at construction, before any work is spent: integers or
+    floats that must be >= 1 (sizes, counts), dropout probabilities in [0, 1), weights >= 0."""
+    name = type(config).__name__
+    for field_name in positive:
+        value = getattr(config, field_name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1 for v in values):
+            raise ValueError(f"{name}.{field_name} must be >= 1, got {value!r}")
+    for field_name in probabilities:
+        value = getattr(config, field_name)
+        if not 0 <= value < 1:
+            raise ValueError(f"{name}.{field_name} must lie in [0, 1), got {value!r}")
+    for field_name in non_negative:
+        value = getattr(config, field_name)
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{name}.{field_name} must be >= 0, got {value!r}")
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -90,13 +90,19 @@ def rank_metrics(ranks: torch.Tensor, ks: tuple[int, ...]) -> dict[str, torch.Te
 
 
 class MetricAccumulator:
-    """Sums per-user metrics on the device; :meth:`result` gives exact means in %."""
+    """Sums per-user metrics on the device; :meth:`result` gives exact means in %. With
+    ``keep_ranks`` the per-user ranks are kept (for paired tests), with ``lists_k`` the top-k
+    lists (for beyond-accuracy measures), both on the device until :meth:`ranks` / :meth:`lists`."""
 
-    def __init__(self, protocol: EvalProtocol, device: torch.device | str = "cpu"):
+    def __init__(self, protocol: EvalProtocol, device: torch.device | str = "cpu", *, keep_ranks: bool = False,
+                 lists_k: int | None = None):
         self.protocol = protocol
         self.sums = {name: torch.zeros((), dtype=torch.float64, device=device) for name in protocol.metric_names()}
         self.count = 0
         self.non_finite = torch.zeros((), dtype=torch.bool, device=device)
+        self.keep_ranks, self.lists_k = keep_ranks, lists_k
+        self._ranks: list[torch.Tensor] = []
+        self._lists: list[torch.Tensor] = []
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor, histories: torch.Tensor | None = None) -> None:
         self.non_finite |= torch.isnan(scores).any() | torch.isposinf(scores).any()
@@ -105,13 +111,30 @@ class MetricAccumulator:
         for name, values in rank_metrics(ranks, self.protocol.ks).items():
             self.sums[name] += values.sum()
         self.count += len(targets)
+        if self.keep_ranks:
+            self._ranks.append(ranks)
+        if self.lists_k:
+            self._lists.append(masked.topk(min(self.lists_k, masked.shape[1]), dim=1).indices)
 
-    def result(self) -> dict[str, float]:
+    def _check(self) -> None:
         if self.count == 0:
             raise ValueError("no users were evaluated")
         if bool(self.non_finite):
             raise FloatingPointError("the model produced NaN or +inf scores: refusing to report metrics")
+
+    def result(self) -> dict[str, float]:
+        self._check()
         return {name: 100.0 * float(total) / self.count for name, total in self.sums.items()}
+
+    def ranks(self) -> torch.Tensor:
+        """0-based rank of each user's target (U,), on the CPU."""
+        self._check()
+        return torch.cat(self._ranks).cpu()
+
+    def lists(self) -> torch.Tensor:
+        """Top-k item ids per user (U, k), best first, on the CPU."""
+        self._check()
+        return torch.cat(self._lists).cpu()
 
 
 def evaluate(
@@ -123,21 +146,49 @@ def evaluate(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     progress: bool = False,
-) -> dict[str, float]:
-    """Rank all items for every user and return ``{"HR@5": ..., "NDCG@20": ...}`` in %.
+    keep_ranks: bool = False,
+    lists_k: int | None = None,
+) -> dict[str, float] | MetricAccumulator:
+    """Rank all items for every user and return ``{"HR@5": ..., "NDCG@20": ...}`` in %
+    (or, with ``keep_ranks``/``lists_k``, the accumulator holding metrics, ranks and lists).
 
     ``score_fn(histories)`` maps a (b, L) batch of left-padded histories on ``device`` to
-    (b, N + 1) scores.
+    (b, N + 1) scores. ``inputs`` may already live on ``device`` (then nothing is copied).
     """
-    acc = MetricAccumulator(protocol, device)
+    acc = MetricAccumulator(protocol, device, keep_ranks=keep_ranks, lists_k=lists_k)
     starts = range(0, len(inputs), batch_size)
     if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc="ranking", leave=False)
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="ranking", unit="batch", leave=False)
     for start in starts:
         hist = inputs[start:start + batch_size].to(device, non_blocking=True)
         acc.update(score_fn(hist), targets[start:start + batch_size].to(device), hist)
-    return acc.result()
+    return acc if keep_ranks or lists_k else acc.result()
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, torch.Tensor]:
+    """Per-user HR@k and NDCG@k in % from stored 0-based ranks (U,): what a paired test compares."""
+    return {name: 100.0 * values for name, values in rank_metrics(torch.as_tensor(ranks), ks).items()}
+
+
+def beyond_accuracy(lists: torch.Tensor, item_counts: torch.Tensor, *, head_share: float = 0.2) -> dict[str, float]:
+    """Beyond-accuracy measures of top-k lists (U, k) against training popularity (N + 1,):
+
+    * ``coverage@k``: % of the catalogue (items 1..N) in at least one list;
+    * ``avg_popularity@k``: mean training count of the recommended items;
+    * ``long_tail@k``: % of recommended slots filled by long-tail items, the tail being every
+      item outside the ``head_share`` (20 %) most popular items (ties broken by item id).
+    """
+    k = lists.shape[1]
+    num_items = len(item_counts) - 1
+    counts = item_counts.to(lists.device)
+    order = torch.argsort(-counts[1:].double() * (num_items + 1) + torch.arange(1, num_items + 1, device=lists.device))
+    head = torch.zeros(num_items + 1, dtype=torch.bool, device=lists.device)
+    head[order[:max(1, round(head_share * num_items))] + 1] = True
+    head[0] = True  # the padding item (paper profile) is not a long-tail recommendation
+    return {f"coverage@{k}": coverage(lists, num_items),
+            f"avg_popularity@{k}": float(counts[lists].double().mean()),
+            f"long_tail@{k}": 100.0 * float((~head[lists]).double().mean())}
 
 
 def top_k(scores: torch.Tensor, k: int, protocol: EvalProtocol, histories: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,48 +1,140 @@
-"""Tidy results: one row per run x split x metric, with the provenance to regenerate it."""
+"""Tidy results: one row per run x split x metric, with the provenance to regenerate it, and
+each run's per-user test ranks in a small file beside them (for paired significance tests).
+
+A results folder (``results/<size>/``) holds:
+
+* ``runs.csv``: the rows (:data:`COLUMNS`); a run is recorded once per configuration hash;
+* ``per_user/<config_hash>.npy``: the 0-based rank of each user's test target (int32, users in
+  the dataset's order), read back with ``allow_pickle=False``;
+* ``*_cache.jsonl``: evaluation sweeps of trained models (:func:`fmrec_lib.runs.cached_rows`).
+
+Writers take a lock on ``<file>.lock`` so parallel jobs (the campaign's workers, cluster jobs
+on a shared disk) never interleave or duplicate rows.
+"""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
 import pandas as pd
+import torch
 
-from .utils import REPO_ROOT
+from .utils import git_commit
 
-DEFAULT_RESULTS = REPO_ROOT / "results" / "runs.csv"
+if TYPE_CHECKING:
+    from .train import RunResult
+
 COLUMNS = ["run_id", "config_hash", "dataset", "model", "profile", "seed", "split", "metric", "value",
            "epochs_run", "best_epoch", "n_model_calls", "device", "torch", "wall_time_s", "commit", "finished_at",
-           "protocol", "config"]
+           "protocol", "config", "fingerprint", "stop_reason", "runtime"]
+PER_USER = "per_user"
 
 
-def append_rows(rows: list[dict], path: str | Path = DEFAULT_RESULTS) -> Path:
-    """Append rows to a CSV (header written once). A partial line is never left behind:
-    the new rows are written in one call after being fully formatted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    text = frame.to_csv(index=False, header=not path.exists() or path.stat().st_size == 0)
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<path>.lock`` (held by this process until the block ends)."""
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` in one write and fsync it (call under :func:`locked`)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_rows(rows: list[dict], path: str | Path) -> Path:
+    """Append rows to a CSV (header written once) under the file's lock. A partial line is
+    never left behind: the new rows are written in one call after being fully formatted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        _append_unlocked(rows, path)
     return path
 
 
-def read_results(path: str | Path = DEFAULT_RESULTS) -> pd.DataFrame:
+def _append_unlocked(rows: list[dict], path: Path) -> None:
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    append_text(path, frame.to_csv(index=False, header=not path.exists() or path.stat().st_size == 0))
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """The rows of a results file; files written before a column existed read with it empty."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    return frame
 
 
-def find_run(config_hash: str, path: str | Path = DEFAULT_RESULTS) -> pd.DataFrame | None:
+def find_run(config_hash: str, path: str | Path) -> pd.DataFrame | None:
     """The most recent finished run with this configuration, or None."""
     frame = read_results(path)
     frame = frame[frame["config_hash"] == config_hash]
     if frame.empty:
         return None
     return frame[frame["run_id"] == frame["run_id"].iloc[-1]]
+
+
+def per_user_path(results_path: str | Path, config_hash: str) -> Path:
+    return Path(results_path).parent / PER_USER / f"{config_hash}.npy"
+
+
+def read_per_user_ranks(results_path: str | Path, config_hash: str) -> np.ndarray | None:
+    """A run's per-user test ranks (U,), or None when they were not recorded."""
+    path = per_user_path(results_path, config_hash)
+    return np.load(path, allow_pickle=False) if path.exists() else None
+
+
+def record_run(result: "RunResult", path: str | Path) -> bool:
+    """Record a finished run: its rows in ``path`` and its per-user ranks beside it. A run
+    whose configuration is already recorded is not recorded again (a retried or repeated job
+    adds nothing); returns whether rows were written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        if find_run(result.config_hash, path) is not None:
+            return False
+        if result.test_ranks is not None:
+            ranks_path = per_user_path(path, result.config_hash)
+            ranks_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ranks_path.with_suffix(".tmp.npy")
+            np.save(tmp, result.test_ranks.to(torch.int32).numpy(), allow_pickle=False)
+            os.replace(tmp, ranks_path)
+        _append_unlocked(result_rows(result), path)
+    return True
+
+
+def result_rows(result: "RunResult") -> list[dict]:
+    """Tidy rows (one per split x metric) with provenance."""
+    run_id = f"{result.config_hash}-{time.strftime('%Y%m%dT%H%M%S')}"
+    config = json.dumps({"model_config": result.model_config, "train_config": result.train_config}, sort_keys=True)
+    common = {"run_id": run_id, "config_hash": result.config_hash, "dataset": result.dataset, "model": result.model,
+              "profile": result.profile, "seed": result.train_config["seed"], "epochs_run": result.epochs_run,
+              "best_epoch": result.best_epoch, "n_model_calls": result.n_model_calls, "device": result.device,
+              "torch": torch.__version__, "wall_time_s": round(result.wall_time_s, 2), "commit": git_commit(),
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "protocol": result.protocol, "config": config,
+              "fingerprint": result.fingerprint, "stop_reason": result.stop_reason,
+              "runtime": json.dumps(result.runtime, sort_keys=True)}
+    return [{**common, "split": split, "metric": name, "value": value}
+            for split, metrics in (("val", result.val), ("test", result.test)) for name, value in metrics.items()]
 
 
 def wide(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -54,3 +146,47 @@ def wide(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     config = frame.drop_duplicates("run_id").set_index("run_id")["config"]
     out["config"] = out["run_id"].map(config).map(json.loads)
     return out
+
+
+def merge_results(source: str | Path, target: str | Path) -> dict[str, int]:
+    """Merge a results folder (e.g. one unpacked from a GPU window's archive) into ``target``:
+    runs not yet recorded are appended (never overwritten), per-user files copied when absent,
+    cache entries appended when their key is new, logs appended. Returns counts of what was added."""
+    source, target = Path(source), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    added = {"runs": 0, "per_user": 0, "cache_entries": 0, "log_lines": 0}
+    src_runs = read_results(source / "runs.csv")
+    with locked(target / "runs.csv"):
+        have = set(read_results(target / "runs.csv")["config_hash"])
+        new = src_runs[~src_runs["config_hash"].isin(have)]
+        if not new.empty:
+            # one run per configuration: the most recent of any duplicates in the source
+            keep = new.drop_duplicates("config_hash", keep="last")["run_id"]
+            new = new[new["run_id"].isin(keep)]
+            _append_unlocked(new[COLUMNS].to_dict("records"), target / "runs.csv")
+            added["runs"] = new["run_id"].nunique()
+    for npy in sorted((source / PER_USER).glob("*.npy")):
+        dest = target / PER_USER / npy.name
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            np.save(dest, np.load(npy, allow_pickle=False), allow_pickle=False)
+            added["per_user"] += 1
+    for cache in sorted(source.glob("*_cache.jsonl")):
+        dest = target / cache.name
+        with locked(dest):
+            known = {json.loads(line)["key"] for line in dest.read_text().splitlines() if line.strip()} \
+                if dest.exists() else set()
+            lines = [line for line in cache.read_text().splitlines()
+                     if line.strip() and json.loads(line)["key"] not in known]
+            if lines:
+                append_text(dest, "\n".join(lines) + "\n")
+                added["cache_entries"] += len(lines)
+    for log_file in sorted(source.glob("*.log.jsonl")):
+        dest = target / log_file.name
+        with locked(dest):
+            known = set(dest.read_text().splitlines()) if dest.exists() else set()
+            lines = [line for line in log_file.read_text().splitlines() if line.strip() and line not in known]
+            if lines:
+                append_text(dest, "\n".join(lines) + "\n")
+                added["log_lines"] += len(lines)
+    return added

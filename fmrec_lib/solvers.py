@@ -23,12 +23,47 @@ from typing import Callable, Literal
 
 import torch
 
-from .paths import AffinePath, StraightPath
+from .flow_paths import AffinePath, StraightPath
 from .time_samplers import TIME_EPS
 
 X1Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B, d), t (B,)) -> x1_hat (B, d)
 METHODS = ("euler", "heun", "stochastic")
 UPDATES = ("paper", "textbook")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How a recommendation is generated: the one typed route for every sampler option.
+
+    FMRec's config holds the default (the paper's: 30 deterministic Euler steps with the
+    authors' update); an evaluation sweep passes another ``SamplerConfig`` per call.
+    ``noise_scale`` is used by ``method="stochastic"`` only.
+    """
+
+    steps: int = 30
+    method: Literal["euler", "heun", "stochastic"] = "euler"
+    update: Literal["paper", "textbook"] = "paper"
+    noise_scale: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"sampler steps must be an integer >= 1, got {self.steps!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown sampler method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.update not in UPDATES:
+            raise ValueError(f"unknown sampler update {self.update!r}; known: {', '.join(UPDATES)}")
+        if self.noise_scale < 0:
+            raise ValueError(f"sampler noise_scale must be >= 0, got {self.noise_scale}")
+        if self.noise_scale > 0 and self.method != "stochastic":
+            raise ValueError("noise_scale > 0 needs method='stochastic' (the other samplers inject no noise)")
+
+    @property
+    def n_model_calls(self) -> int:
+        return count_model_calls(self.steps, self.method, self.update)
+
+    def label(self) -> str:
+        noise = f", noise {self.noise_scale:g}" if self.method == "stochastic" else ""
+        return f"{self.method} ({self.update} update{noise}), {self.steps} steps"
 
 
 @dataclass

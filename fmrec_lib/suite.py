@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import resolve_size
+from .sizes import resolve_size
 from .utils import REPO_ROOT
 
 log = logging.getLogger(__name__)

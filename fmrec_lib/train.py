@@ -5,33 +5,38 @@ validate every 20 epochs, stop after 5 validations in a row without a new best o
 and test the last model that set a best. The validation schedule follows the profile: the
 paper profile validates after epochs 21, 41, ..., 481 as the authors' counter does (never at
 500); the clean profile after 20, 40, ..., 500. The reported validation metrics are those of
-the selected model (not the best value of each metric over all validations). The hot loop has no host sync: loss terms are summed
-on the device and read once per epoch, which is also when a NaN or infinite loss is caught.
+the selected model (not the best value of each metric over all validations).
+
+The hot loop has no host sync: loss terms are summed on the device and read once per epoch,
+which is also when a NaN or infinite loss is caught. ``fit`` writes nothing unless it is given
+a checkpoint folder or a results file.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
-import os
 import random
 import time
-import dataclasses
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
 
-from .config import config_hash, from_dict
+from . import checkpoints
+from .config import check_settings, config_hash, from_dict
 from .data import SequentialDataset
-from .metrics import EvalProtocol, evaluate
-from .models import build_model, model_config_class
+from .metrics import EvalProtocol, beyond_accuracy, evaluate
+from .models import MODELS, build_model, model_config_class
 from .models.base import Recommender
-from .results import DEFAULT_RESULTS, append_rows
-from .utils import device_name, git_commit, resolve_device, seed_everything
+from .solvers import SamplerConfig
+from .utils import configure_precision, device_name, resolve_device, runtime_info, seed_everything
 
 log = logging.getLogger(__name__)
+
+LISTS_K = 10  # length of the top-k lists whose beyond-accuracy measures every run records
 
 
 @dataclass
@@ -51,20 +56,23 @@ class TrainConfig:
     patience: int = 5
     seed: int = 1997
     eval_seed: int = 0  # seed of the evaluation noise generator (x_0, lambda), fixed per evaluation
-    eval_batch_size: int = 1024
-    max_users: int | None = None  # a deterministic subset of users, for quick runs
     last_k_samples: int | None = None  # train on each user's k most recent prefixes only (quick runs)
+    eval_batch_size: int = 1024
     fused_adam: bool = False
     tf32: bool = False
     amp_bf16: bool = False
     compile: bool = False
 
+    # Settings that change speed, not numbers: left out of the run's identity.
+    SPEED_FIELDS = ("eval_batch_size", "fused_adam", "tf32", "compile")
+
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_settings(self, positive=("epochs", "batch_size", "lr_step", "eval_every", "patience", "eval_batch_size"),
+                       non_negative=("weight_decay", "lr_gamma"))
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if self.last_k_samples is not None and self.last_k_samples < 1:
+            raise ValueError(f"TrainConfig.last_k_samples must be >= 1 or None, got {self.last_k_samples}")
         if self.eval_schedule not in ("auto", "authors", "regular"):
             raise ValueError(f"eval_schedule must be 'auto', 'authors' or 'regular', got {self.eval_schedule!r}")
 
@@ -87,6 +95,10 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the last checkpoint is left untouched."""
 
 
+class DeadlineReached(RuntimeError):
+    """The run was stopped before its deadline; its running checkpoint is kept for a resume."""
+
+
 @dataclass
 class RunResult:
     dataset: str
@@ -104,52 +116,93 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     protocol: str = ""
     n_model_calls: int = 1
+    fingerprint: str = ""
+    stop_reason: str = ""  # "patience", "max_epochs" or "not trained"
+    runtime: dict = field(default_factory=dict)
+    test_ranks: torch.Tensor | None = None  # 0-based rank of each user's test target, for paired tests
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time per epoch trained in this process
 
     def summary(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "profile": self.profile, "config_hash": self.config_hash,
                 "seed": self.train_config["seed"], "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
-                "device": self.device, "wall_time_s": round(self.wall_time_s, 2),
+                "stop_reason": self.stop_reason, "device": self.device, "wall_time_s": round(self.wall_time_s, 2),
                 "model_config": self.model_config, "train_config": self.train_config,
                 "val": self.val, **self.test}
 
 
-def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
-    """Identifies a run: what changes its numbers (not the speed flags of the train config)."""
-    from .models import MODELS
+def resolve_configs(model: str, model_config: dict | Any | None, train_config: dict | TrainConfig | None):
+    """Typed (model config, train config) with the validation schedule resolved for the profile.
+    Unknown keys and impossible values fail here, before any work is spent."""
+    cfg_cls = model_config_class(model)
+    mc = model_config if isinstance(model_config, cfg_cls) else from_dict(cfg_cls, model_config)
+    tc = train_config if isinstance(train_config, TrainConfig) else from_dict(TrainConfig, train_config)
+    tc = tc.resolved(getattr(mc, "profile", "paper"))
+    if MODELS[model][0].trainable and not any(tc.validates_after(e) for e in range(1, tc.epochs + 1)):
+        raise ValueError(f"no validation would happen: {tc.epochs} epochs with eval_every={tc.eval_every} under the "
+                         f"{tc.eval_schedule!r} schedule (the authors' first validation follows epoch eval_every + 1)")
+    return mc, tc
 
-    speed = {"fused_adam", "tf32", "amp_bf16", "compile", "eval_batch_size"}
-    train = {k: v for k, v in asdict(train_config.resolved(model_config.profile)).items() if k not in speed}
-    return config_hash({"dataset": dataset.name, "users": len(dataset.train), "items": dataset.num_items,
-                        "model": model, "model_version": MODELS[model][0].version,
-                        "model_config": asdict(model_config), "train": train, "amp_bf16": train_config.amp_bf16})
+
+def run_identity(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> dict:
+    """What determines a run's numbers: the split's content (not its file name), the model,
+    its code version and config, and the train config without its speed-only fields."""
+    tc = train_config.resolved(getattr(model_config, "profile", "paper"))
+    train = {k: v for k, v in asdict(tc).items() if k not in TrainConfig.SPEED_FIELDS}
+    return {"data": dataset.fingerprint(), "model": model, "model_version": MODELS[model][0].version,
+            "model_config": asdict(model_config), "train": train}
+
+
+def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
+    """12 hex digits identifying a run (:func:`run_identity`)."""
+    return config_hash(run_identity(dataset, model, model_config, train_config))
 
 
 def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
                    batch_size: int = 1024, protocol: EvalProtocol | None = None, progress: bool = False,
-                   **score_options) -> dict[str, float]:
+                   sampler: SamplerConfig | None = None, keep_ranks: bool = False, lists_k: int | None = None,
+                   inputs: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Full-ranking metrics of a model on ``split``; evaluation noise from a generator seeded
-    with ``seed`` on the model's device, so the same model and seed give the same numbers."""
+    with ``seed`` on the model's device, so the same model and seed give the same numbers.
+    ``sampler`` overrides FMRec's configured sampler. With ``keep_ranks``/``lists_k`` the
+    accumulator is returned (metrics, per-user ranks, top-k lists). ``inputs`` may pass the
+    split's (histories, targets) already on the device."""
     device = next(model.parameters(), torch.empty(0)).device
     protocol = protocol or EvalProtocol.for_profile(model.config.profile)
-    inputs, targets = dataset.eval_inputs(split, model.config.max_len)
-    model.check_inputs(inputs)
+    if inputs is None:
+        inputs = dataset.eval_inputs(split, model.config.max_len)
+        model.check_inputs(inputs[0])
     generator = torch.Generator(device=device).manual_seed(seed)
+    if sampler is None:
+        score = lambda h: model.score(h, generator)  # noqa: E731
+    else:
+        score = lambda h: model.score(h, generator, sampler)  # noqa: E731
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return evaluate(lambda h: model.score(h, generator, **score_options), inputs, targets, protocol,
-                            batch_size=batch_size, device=device, progress=progress)
+            return evaluate(score, inputs[0], inputs[1], protocol, batch_size=batch_size, device=device,
+                            progress=progress, keep_ranks=keep_ranks, lists_k=lists_k)
     finally:
         model.train(was_training)
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recommender:
+    """Rebuild a selected model saved by ``fit`` (weights only, no code is unpickled)."""
+    ckpt = checkpoints.load(path, kind="selected")
+    cfg = from_dict(model_config_class(ckpt["model_name"]), ckpt["model_config"])
+    net = build_model(ckpt["model_name"], _ItemCount(ckpt["num_items"]), cfg)
+    missing, unexpected = net.load_state_dict(ckpt["model"], strict=False)
+    if unexpected or any(not k.startswith(net.training_only) for k in missing):
+        raise checkpoints.CheckpointError(f"{path} does not fit {ckpt['model_name']} (missing {missing[:3]}, "
+                                          f"unexpected {unexpected[:3]})")
+    return net.to(resolve_device(device)).eval()
+
+
+class _ItemCount:
+    """Stands in for a dataset where only the item count is needed (popularity is never saved)."""
+
+    def __init__(self, num_items: int):
+        self.num_items = num_items
 
 
 def _rng_state(shuffle: torch.Generator) -> dict:
@@ -176,30 +229,38 @@ def _restore_rng(state: dict, shuffle: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def best_model_path(checkpoint_dir: str | Path, model: str, run_hash: str) -> Path:
-    """Where ``fit`` leaves the selected model of a finished run."""
-    return Path(checkpoint_dir) / f"{model}-{run_hash}.best.pt"
+class _Selection:
+    """The selection state: per-metric maxima (the "new best on any metric" rule), the
+    selected model's epoch, validation metrics and weights (without training-only parts),
+    and the count of validations in a row without a new best."""
 
+    def __init__(self):
+        self.best: dict[str, float] = {}
+        self.val: dict[str, float] = {}
+        self.epoch = 0
+        self.bad = 0
+        self.weights: dict[str, torch.Tensor] | None = None
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recommender:
-    """Rebuild a selected model saved by ``fit`` (weights only, no code is unpickled)."""
-    ckpt = load_checkpoint(path)
-    cfg = from_dict(model_config_class(ckpt["model_name"]), ckpt["model_config"])
-    net = build_model(ckpt["model_name"], _ItemCount(ckpt["num_items"]), cfg)
-    net.load_state_dict(ckpt["model"])
-    return net.to(resolve_device(device)).eval()
+    def update(self, epoch: int, val: dict[str, float], net: Recommender) -> bool:
+        improved = any(v > self.best.get(k, -math.inf) for k, v in val.items())
+        if improved:
+            self.best.update({k: max(v, self.best.get(k, -math.inf)) for k, v in val.items()})
+            self.epoch, self.bad, self.val = epoch, 0, dict(val)
+            self.weights = checkpoints.without_training_only(net.state_dict(), net.training_only)
+        else:
+            self.bad += 1
+        return improved
 
+    def to_dict(self, current_epoch: int) -> dict:
+        # lean: when the latest validation set the best, the selected weights are the model's own
+        return {"best": self.best, "selected_val": self.val, "best_epoch": self.epoch, "bad_evals": self.bad,
+                "best_state": None if self.epoch == current_epoch else self.weights}
 
-class _ItemCount:
-    """Stands in for a dataset where only the item count is needed (popularity is never saved)."""
-
-    def __init__(self, num_items: int):
-        self.num_items = num_items
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict, loaded with ``weights_only=True`` (no arbitrary code)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    def load(self, ckpt: dict, net: Recommender) -> None:
+        """Restore from a running checkpoint whose model weights are already loaded into ``net``."""
+        self.best, self.val, self.epoch, self.bad = ckpt["best"], ckpt["selected_val"], ckpt["best_epoch"], ckpt["bad_evals"]
+        self.weights = (ckpt["best_state"] if ckpt["best_state"] is not None
+                        else checkpoints.without_training_only(net.state_dict(), net.training_only))
 
 
 def fit(
@@ -211,174 +272,200 @@ def fit(
     device: str | torch.device = "auto",
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
-    results_path: str | Path | None = DEFAULT_RESULTS,
+    results_path: str | Path | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    deadline: float | None = None,
 ) -> RunResult:
     """Train ``model`` on ``dataset``, select on validation, test the selected model.
 
-    With ``checkpoint_dir`` a checkpoint is written atomically at every evaluation and an
-    interrupted run resumes from it (same final numbers as an uninterrupted run). The finished
-    run is appended to ``results_path`` (None: not recorded).
+    Writes nothing unless asked: with ``checkpoint_dir`` a running checkpoint is written
+    atomically at every validation (an interrupted run resumes from it to the same numbers)
+    and the selected model is kept there; with ``results_path`` the finished run is recorded
+    (:func:`fmrec_lib.results.record_run`). ``deadline`` (a ``time.time()`` value) stops the
+    run with :class:`DeadlineReached` when the next epoch would end after it.
     """
     t_start = time.perf_counter()
-    tc = train_config if isinstance(train_config, TrainConfig) else from_dict(TrainConfig, train_config)
-    cfg_cls = model_config_class(model)
-    mc = model_config if isinstance(model_config, cfg_cls) else from_dict(cfg_cls, model_config)
-    tc = tc.resolved(mc.profile)
-    if not any(tc.validates_after(e) for e in range(1, tc.epochs + 1)):
-        raise ValueError(f"no validation would happen: {tc.epochs} epochs with eval_every={tc.eval_every} under the "
-                         f"{tc.eval_schedule!r} schedule (the authors' first validation follows epoch eval_every + 1)")
-    dataset = dataset.subset(tc.max_users)
+    mc, tc = resolve_configs(model, model_config, train_config)
     device = resolve_device(device)
-    if tc.tf32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_precision(tf32=tc.tf32)
     run_hash = run_config_hash(dataset, model, mc, tc)
-
     seed_everything(tc.seed)
     net = build_model(model, dataset, mc).to(device)
     protocol = EvalProtocol.for_profile(mc.profile)
-    history: list[dict] = []
-    best: dict[str, float] = {}  # per-metric maxima over validations: the "new best on any metric" rule
-    selected_val: dict[str, float] = {}  # validation metrics of the selected model
-    best_epoch, bad_evals, start_epoch = 0, 0, 0
-    best_state = None
-    shuffle = torch.Generator().manual_seed(tc.seed)
+    val_inputs = _device_inputs(net, dataset, "val", device)
+
+    def finish(history, val, best_epoch, epochs_run, stop_reason, epoch_seconds=()):
+        test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
+                                  protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
+                                  inputs=_device_inputs(net, dataset, "test", device), progress=progress)
+        test = {**test_acc.result(), **beyond_accuracy(test_acc.lists(), dataset.item_counts())}
+        result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
+                           train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
+                           epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start, device=device_name(device),
+                           history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
+                           fingerprint=dataset.fingerprint(), stop_reason=stop_reason,
+                           runtime=runtime_info(device, compiled=tc.compile, amp_bf16=tc.amp_bf16,
+                                                fused_adam=tc.fused_adam and device.type == "cuda"),
+                           test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
+        if results_path is not None:
+            from .results import record_run
+            record_run(result, results_path)
+        return result
 
     if not net.trainable:
-        val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
-        test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
-        return _finish(dataset, model, mc, tc, run_hash, val, test, 0, 0, t_start, device, history, protocol, net,
-                       results_path)
+        val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol,
+                             inputs=val_inputs)
+        return finish([], val, 0, 0, "not trained")
 
-    inputs, targets = dataset.training_samples(mc.max_len, tc.last_k_samples)
-    net.check_inputs(inputs)
-    inputs, targets = inputs.to(device), targets.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                 **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
-
-    ckpt_path = None
+    trainer = _Trainer(net, dataset, mc, tc, device, run_hash, model, protocol, val_inputs, progress)
+    ckpt_path = checkpoints.running_path(checkpoint_dir, model, run_hash) if checkpoint_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        t_start -= trainer.resume(ckpt_path)  # wall time counts the interrupted part too
+    stop_reason = trainer.train(ckpt_path, on_epoch_end, deadline, t_start)
+    selected = trainer.selection.weights
+    net.load_state_dict(selected, strict=False)  # training-only parts are not needed any more
     if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / f"{model}-{run_hash}.pt"
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path)
-            if ckpt["config_hash"] != run_hash:
-                raise ValueError(f"{ckpt_path} belongs to another configuration ({ckpt['config_hash']} != {run_hash})")
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            start_epoch, best, best_epoch = ckpt["epoch"], ckpt["best"], ckpt["best_epoch"]
-            selected_val = ckpt["selected_val"]
-            bad_evals, history, best_state = ckpt["bad_evals"], ckpt["history"], ckpt["best_state"]
-            _restore_rng(ckpt["rng"], shuffle)
-            t_start -= ckpt.get("wall_time_s", 0.0)  # wall time counts the interrupted part too
-            log.info("resumed %s at epoch %d (best epoch %d)", ckpt_path, start_epoch, best_epoch)
+        checkpoints.save({"kind": "selected", "model": selected, "model_name": model,
+                          "model_config": asdict(mc), "train_config": asdict(tc), "config_hash": run_hash,
+                          "num_items": dataset.num_items, "best_epoch": trainer.selection.epoch},
+                         checkpoints.selected_path(checkpoint_dir, model, run_hash))
+    sel = trainer.selection
+    result = finish(trainer.history, sel.val, sel.epoch, trainer.epoch, stop_reason, trainer.epoch_seconds)
+    if ckpt_path is not None and results_path is not None:
+        ckpt_path.unlink(missing_ok=True)  # the run is recorded: the running checkpoint is no longer needed
+    return result
 
-    loss_fn = torch.compile(net.loss) if tc.compile else net.loss
-    n = len(targets)
-    n_batches = math.ceil(n / tc.batch_size)
-    stopped = bad_evals >= tc.patience
-    epoch = start_epoch
-    bar = None
-    if progress and not stopped:
-        from tqdm import tqdm
-        bar = tqdm(total=tc.epochs, initial=start_epoch, desc=f"{model} {dataset.name}", unit="epoch")
-    while not stopped and epoch < tc.epochs:
-        epoch += 1
+
+def _device_inputs(net: Recommender, dataset: SequentialDataset, split: str, device: torch.device):
+    """The split's (histories, targets), checked once and moved to the device once per run."""
+    histories, targets = dataset.eval_inputs(split, net.config.max_len)
+    net.check_inputs(histories)
+    return histories.to(device), targets.to(device)
+
+
+class _Trainer:
+    """The training loop of one run: epochs, validations, the running checkpoint."""
+
+    def __init__(self, net, dataset, mc, tc: TrainConfig, device, run_hash, model_name, protocol, val_inputs, progress):
+        self.net, self.dataset, self.mc, self.tc, self.device = net, dataset, mc, tc, device
+        self.run_hash, self.model_name, self.protocol, self.val_inputs = run_hash, model_name, protocol, val_inputs
+        self.progress = progress
+        inputs, targets = dataset.training_samples(mc.max_len, tc.last_k_samples)
+        net.check_inputs(inputs)
+        self.inputs, self.targets = inputs.to(device), targets.to(device)
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                          **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
+        self.loss_fn = torch.compile(net.loss) if tc.compile else net.loss
+        self.shuffle = torch.Generator().manual_seed(tc.seed)
+        self.selection = _Selection()
+        self.history: list[dict] = []
+        self.epoch_seconds: list[float] = []  # wall time of each epoch trained in this process
+        self.epoch = 0
+
+    def resume(self, path: Path) -> float:
+        """Restore the state saved at the last validation; returns the wall time already spent."""
+        ckpt = checkpoints.load(path, kind="running")
+        if ckpt["config_hash"] != self.run_hash:
+            raise checkpoints.CheckpointError(
+                f"{path} belongs to another configuration ({ckpt['config_hash']} != {self.run_hash}): move it aside")
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.selection.load(ckpt, self.net)
+        self.epoch, self.history = ckpt["epoch"], ckpt["history"]
+        _restore_rng(ckpt["rng"], self.shuffle)
+        log.info("resumed %s at epoch %d (best epoch %d)", path, self.epoch, self.selection.epoch)
+        return ckpt.get("wall_time_s", 0.0)
+
+    def _save(self, path: Path, t_start: float) -> None:
+        checkpoints.save({"kind": "running", "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "scheduler": self.scheduler.state_dict(), "config_hash": self.run_hash,
+                          "model_name": self.model_name, "model_config": asdict(self.mc),
+                          "train_config": asdict(self.tc), "num_items": self.dataset.num_items, "epoch": self.epoch,
+                          "history": self.history, "rng": _rng_state(self.shuffle), **self.selection.to_dict(self.epoch),
+                          "wall_time_s": time.perf_counter() - t_start}, path)
+
+    def train(self, ckpt_path: Path | None, on_epoch_end, deadline: float | None, t_start: float) -> str:
+        """Epochs until the patience rule or the last epoch; returns why it stopped."""
+        tc = self.tc
+        n_batches = math.ceil(len(self.targets) / tc.batch_size)
+        if self.selection.bad >= tc.patience:
+            return "patience"
+        bar = self._bar(n_batches)
+        try:
+            while self.epoch < tc.epochs:
+                t_epoch = time.perf_counter()
+                if deadline is not None and self.epoch_seconds and time.time() + max(self.epoch_seconds[-3:]) > deadline:
+                    raise DeadlineReached(f"stopped before epoch {self.epoch + 1}: the deadline is near "
+                                          f"(running checkpoint: {ckpt_path})")
+                self.epoch += 1
+                means = self._train_epoch(n_batches, bar)
+                record = {"epoch": self.epoch, **{f"loss_{k}": v for k, v in means.items()}}
+                validated = tc.validates_after(self.epoch)
+                if validated:
+                    self._validate(record)
+                self.history.append(record)
+                self.epoch_seconds.append(time.perf_counter() - t_epoch)  # timing is kept apart from the numbers
+                if validated and ckpt_path is not None:
+                    self._save(ckpt_path, t_start)
+                if bar is not None:
+                    last = next((h for h in reversed(self.history) if "val_NDCG@10" in h), {})
+                    bar.set_postfix(epoch=self.epoch, loss=f"{means['loss']:.4f}",
+                                    **({"val_NDCG@10": f"{last['val_NDCG@10']:.2f}"} if last else {}))
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch, {**record, "seconds": self.epoch_seconds[-1]})
+                if self.selection.bad >= tc.patience:
+                    return "patience"
+            return "max_epochs"
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _bar(self, n_batches: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=self.tc.epochs * n_batches, initial=self.epoch * n_batches, unit="batch",
+                    desc=f"{self.model_name} {self.dataset.name}", dynamic_ncols=True, mininterval=1.0)
+
+    def _train_epoch(self, n_batches: int, bar) -> dict[str, float]:
+        """One pass over a fresh permutation; the loss terms' means, read with one host sync."""
+        tc, net = self.tc, self.net
         net.train()
-        perm = torch.randperm(n, generator=shuffle).to(device)
+        perm = torch.randperm(len(self.targets), generator=self.shuffle).to(self.device)
         sums: dict[str, torch.Tensor] = {}
         first_bad: dict[str, torch.Tensor] = {}  # first batch where each term was not finite (on the device)
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp_bf16 else nullcontext())
         for b in range(n_batches):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp_bf16):
-                terms = loss_fn(inputs[idx], targets[idx])
-            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                terms = self.loss_fn(self.inputs[idx], self.targets[idx])
+            self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            optimizer.step()
+            self.optimizer.step()
             for k, v in terms.items():
                 v = v.detach().float()
                 sums[k] = sums.get(k, 0) + v
                 bad_here = torch.where(torch.isfinite(v), math.inf, float(b))
                 first_bad[k] = torch.minimum(first_bad[k], bad_here) if k in first_bad else bad_here
-        scheduler.step()
+            if bar is not None:
+                bar.update(1)
+        self.scheduler.step()
         means = {k: float(v) / n_batches for k, v in sums.items()}  # the epoch's one host sync
         if not all(math.isfinite(v) for v in means.values()):
             first = {k: float(v) for k, v in first_bad.items() if k != "loss"}
             term = min(first, key=first.get) if first and math.isfinite(min(first.values())) else "loss"
-            where = f"; the last checkpoint ({ckpt_path}) is kept" if ckpt_path else ""
             raise NonFiniteLossError(
-                f"epoch {epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
-                f"(epoch means: {means}){where}")
-        record = {"epoch": epoch, **{f"loss_{k}": v for k, v in means.items()}}
-        if tc.validates_after(epoch):
-            val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
-            record.update({f"val_{k}": v for k, v in val.items()})
-            improved = [k for k, v in val.items() if v > best.get(k, -math.inf)]
-            if improved:
-                best.update({k: max(v, best.get(k, -math.inf)) for k, v in val.items()})
-                best_epoch, bad_evals, selected_val = epoch, 0, dict(val)
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            else:
-                bad_evals += 1
-            stopped = bad_evals >= tc.patience
-            history.append(record)
-            if ckpt_path is not None:
-                _atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "config_hash": run_hash,
-                              "model_name": model, "model_config": asdict(mc), "train_config": asdict(tc),
-                              "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
-                              "selected_val": selected_val,
-                              "history": history, "best_state": best_state, "rng": _rng_state(shuffle),
-                              "wall_time_s": time.perf_counter() - t_start}, ckpt_path)
-            log.info("epoch %d val %s%s", epoch, {k: round(v, 3) for k, v in val.items()},
-                     " (new best)" if improved else f" ({bad_evals}/{tc.patience} without a best)")
-        else:
-            history.append(record)
-        if bar is not None:
-            bar.update(1)
-            last_val = next((h for h in reversed(history) if "val_HR@10" in h), {})
-            bar.set_postfix(loss=f"{means['loss']:.4f}", **({"val_HR@10": f"{last_val['val_HR@10']:.2f}"} if last_val else {}))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
-    if bar is not None:
-        bar.close()
+                f"epoch {self.epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
+                f"(epoch means: {means}); the last checkpoint is kept")
+        return means
 
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    if ckpt_path is not None:
-        _atomic_save({"model": net.state_dict(), "model_name": model, "model_config": asdict(mc),
-                      "train_config": asdict(tc), "config_hash": run_hash, "num_items": dataset.num_items,
-                      "best_epoch": best_epoch}, best_model_path(checkpoint_dir, model, run_hash))
-    val = dict(selected_val)
-    test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
-    return _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epoch, t_start, device, history,
-                   protocol, net, results_path)
-
-
-def _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epochs_run, t_start, device, history, protocol,
-            net, results_path) -> RunResult:
-    result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
-                       train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
-                       epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start,
-                       device=device_name(device), history=history, protocol=str(protocol),
-                       n_model_calls=net.n_model_calls())
-    if results_path is not None:
-        append_rows(result_rows(result), results_path)
-    return result
-
-
-def result_rows(result: RunResult) -> list[dict]:
-    """Tidy rows (one per split x metric) with provenance."""
-    run_id = f"{result.config_hash}-{time.strftime('%Y%m%dT%H%M%S')}"
-    config = json.dumps({"model_config": result.model_config, "train_config": result.train_config}, sort_keys=True)
-    common = {"run_id": run_id, "config_hash": result.config_hash, "dataset": result.dataset, "model": result.model,
-              "profile": result.profile, "seed": result.train_config["seed"], "epochs_run": result.epochs_run,
-              "best_epoch": result.best_epoch, "n_model_calls": result.n_model_calls, "device": result.device,
-              "torch": torch.__version__, "wall_time_s": round(result.wall_time_s, 2), "commit": git_commit(),
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "protocol": result.protocol, "config": config}
-    return [{**common, "split": split, "metric": name, "value": value}
-            for split, metrics in (("val", result.val), ("test", result.test)) for name, value in metrics.items()]
+    def _validate(self, record: dict) -> None:
+        val = evaluate_model(self.net, self.dataset, "val", seed=self.tc.eval_seed,
+                             batch_size=self.tc.eval_batch_size, protocol=self.protocol, inputs=self.val_inputs)
+        record.update({f"val_{k}": v for k, v in val.items()})
+        improved = self.selection.update(self.epoch, val, self.net)
+        log.info("epoch %d val %s%s", self.epoch, {k: round(v, 3) for k, v in val.items()},
+                 " (new best)" if improved else f" ({self.selection.bad}/{self.tc.patience} without a best)")

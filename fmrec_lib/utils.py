@@ -26,6 +26,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def configure_precision(tf32: bool) -> dict:
+    """Set float32 matmul precision for this run, both ways: a TF32 run never leaves TF32 on
+    for the next run in the same process. Returns the settings now in force."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    return precision_state()
+
+
+def precision_state() -> dict:
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def runtime_info(device: torch.device, **flags) -> dict:
+    """How a run was computed (recorded with every result): device, torch, precision,
+    determinism settings and the speed flags given."""
+    return {"device": device_name(device), "torch": torch.__version__, **precision_state(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, **flags}
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

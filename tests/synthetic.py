@@ -2,6 +2,7 @@
 import numpy as np
 
 from fmrec_lib.data import build_dataset
+from fmrec_lib.solvers import SamplerConfig
 
 
 def cyclic_dataset(n_users: int = 150, n_items: int = 30, seed: int = 0):
@@ -13,7 +14,7 @@ def cyclic_dataset(n_users: int = 150, n_items: int = 30, seed: int = 0):
     return build_dataset(seqs, "cyclic")
 
 
-TINY_FMREC = dict(hidden=32, heads=2, max_len=8, rec_hidden=(32, 64), eval_steps=5)
+TINY_FMREC = dict(hidden=32, heads=2, max_len=8, rec_hidden=(32, 64), sampler=SamplerConfig(steps=5))
 
 
 def write_sequences(ds, path):

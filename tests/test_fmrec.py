@@ -4,9 +4,10 @@ import torch
 from fmrec_lib.data import build_dataset
 from fmrec_lib.models import FMRec, FMRecConfig
 from fmrec_lib.models.transformer import TransformerBlock
+from fmrec_lib.solvers import SamplerConfig
 from fmrec_lib.train import evaluate_model
 
-SMALL = dict(hidden=32, heads=4, max_len=8, rec_hidden=(16, 32), eval_steps=4)
+SMALL = dict(hidden=32, heads=4, max_len=8, rec_hidden=(16, 32), sampler=SamplerConfig(steps=4))
 
 
 def histories():
@@ -110,12 +111,54 @@ def test_out_of_range_and_bad_ids_are_refused():
 def test_generation_options():
     m = model().eval()
     g = lambda: torch.Generator().manual_seed(0)
-    sol = m.generate(histories(), g(), steps=3, method="heun", update="textbook", return_trajectory=True)
+    sol = m.generate(histories(), g(), SamplerConfig(steps=3, method="heun", update="textbook"), return_trajectory=True)
     assert sol.n_calls == 5 and len(sol.trajectory) == 4
-    assert m.n_model_calls() == 4
-    det = m.generate(histories(), g(), steps=3).x
-    sto = m.generate(histories(), g(), steps=3, method="stochastic", noise_scale=1.0).x
+    assert m.n_model_calls() == 4 and m.n_model_calls(SamplerConfig(steps=3, method="heun", update="textbook")) == 5
+    det = m.generate(histories(), g(), SamplerConfig(steps=3)).x
+    sto = m.generate(histories(), g(), SamplerConfig(steps=3, method="stochastic", noise_scale=1.0)).x
     assert not torch.allclose(det, sto)
+    # the config's sampler is the default of the per-call one: one route for each option
+    assert torch.equal(m.generate(histories(), g()).x, m.generate(histories(), g(), SamplerConfig(steps=4)).x)
+    with pytest.raises(ValueError, match="steps must be"):
+        SamplerConfig(steps=0)
+    with pytest.raises(ValueError, match="noise_scale > 0 needs"):
+        SamplerConfig(noise_scale=0.5)
+
+
+def test_sampler_settings_of_the_old_flat_layout_still_load():
+    from fmrec_lib.config import from_dict
+
+    cfg = from_dict(FMRecConfig, {"eval_steps": 7, "eval_method": "heun", "eval_update": "textbook"})
+    assert cfg.sampler == SamplerConfig(steps=7, method="heun", update="textbook")
+    with pytest.raises(ValueError, match="disagree"):
+        from_dict(FMRecConfig, {"eval_steps": 7, "sampler": {"steps": 8}})
+
+
+def test_no_flow_input_variant_ignores_x_t_and_t_and_needs_one_call():
+    m = model(flow_input=False).eval()
+    h = histories()
+    a = m(torch.randn(3, 32), torch.full((3,), 0.1), h)
+    b = m(torch.randn(3, 32) * 10, torch.full((3,), 0.9), h)
+    assert torch.allclose(a, b)  # the network cannot see x_t or t
+    assert m.n_model_calls() == 1 and m.generate(h, torch.Generator().manual_seed(0)).n_calls == 1
+    assert torch.allclose(m.generate(h, torch.Generator().manual_seed(0)).x, a)
+    with pytest.raises(ValueError, match="velocity prediction needs the flow input"):
+        FMRecConfig(flow_input=False, prediction="velocity")
+
+
+def test_fm_weight_zero_removes_the_flow_matching_term():
+    t0 = model(fm_weight=0.0).loss(histories(), torch.tensor([4, 5, 6]))
+    assert t0["fm"].item() > 0  # still reported, but not in the total
+    assert t0["loss"].item() == pytest.approx((0.2 * t0["ce"] + 0.4 * t0["rec"]).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="nothing that trains"):
+        FMRecConfig(fm_weight=0.0, alpha=0.0)
+
+
+@pytest.mark.parametrize("bad", [dict(hidden=0), dict(max_len=0), dict(heads=3), dict(dropout=1.0), dict(rec_hidden=(0,)),
+                                 dict(delta=-1.0)])
+def test_impossible_settings_are_refused_at_construction(bad):
+    with pytest.raises(ValueError):
+        FMRecConfig(**{**SMALL, **bad})
 
 
 def test_ffn_dropout_is_stochastic_in_training_and_off_in_eval():

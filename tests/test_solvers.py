@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fmrec_lib.paths import CosinePath
+from fmrec_lib.flow_paths import CosinePath
 from fmrec_lib.solvers import count_model_calls, solve, time_grid
 from fmrec_lib.time_samplers import TIME_EPS
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from fmrec_lib import cli
+from fmrec_lib import checkpoints
 from fmrec_lib.results import COLUMNS, find_run, read_results
-from fmrec_lib.train import NonFiniteLossError, best_model_path, evaluate_model, fit, load_checkpoint, load_model
+from fmrec_lib.train import NonFiniteLossError, evaluate_model, fit, load_model
 from synthetic import TINY_FMREC, cyclic_dataset, write_sequences
 
 FAST = dict(epochs=4, batch_size=64, eval_every=3, lr=3e-3)  # the paper profile validates after epoch 4
@@ -54,7 +55,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
             on_epoch_end=kill)
-    ckpt = load_checkpoint(_resume_file(tmp_path))
+    ckpt = checkpoints.load(_resume_file(tmp_path))
     assert ckpt["epoch"] == 3 and {"model", "optimizer", "scheduler", "rng", "best", "model_config"} <= ckpt.keys()
     resumed = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False)
     assert resumed.history == whole.history  # every epoch's losses and validation metrics
@@ -70,12 +71,12 @@ def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
     path = _resume_file(tmp_path)
     other = path.with_name(path.name.replace(first.config_hash, "0" * 12))
     path.rename(other)
-    ckpt = load_checkpoint(other)
+    ckpt = checkpoints.load(other)
     ckpt["config_hash"] = "0" * 12
     torch.save(ckpt, other)
     # a file named for this config but holding another one is refused
     torch.save(ckpt, path)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(checkpoints.CheckpointError, match="another configuration"):
         fit(ds, "fmrec", cfg, dict(FAST, epochs=2, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=None, progress=False)
 
@@ -96,7 +97,7 @@ def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, m
     with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan"):
         fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=tmp_path / "runs.csv", progress=False)
-    assert load_checkpoint(_resume_file(tmp_path))["epoch"] == 2  # the first validation follows epoch 2
+    assert checkpoints.load(_resume_file(tmp_path))["epoch"] == 2  # the first validation follows epoch 2
     assert not (tmp_path / "runs.csv").exists()
 
 
@@ -113,22 +114,30 @@ def test_cli_train_prints_one_json_line(tmp_path, capsys):
     ds = cyclic_dataset(60)
     path = tmp_path / "seqs.txt"
     write_sequences(ds, path)
-    rc = cli.main(["train", "--dataset", str(path), "--device", "cpu", "--seed", "3", "--epochs", "2",
-                   "--eval-every", "1", "--batch-size", "64", "--hidden", "16", "--heads", "2", "--max-len", "8",
-                   "--rec-hidden", "16", "32", "--eval-steps", "3", "--alpha", "0.5", "--profile", "clean",
-                   "--results", str(tmp_path / "r.csv"), "--checkpoint-dir", str(tmp_path / "ck"), "--quiet"])
-    assert rc == 0
+    argv = ["train", "--dataset", str(path), "--device", "cpu", "--seed", "3", "--epochs", "2", "--size", "smoke",
+            "--eval-every", "1", "--batch-size", "64", "--hidden", "16", "--heads", "2", "--max-len", "8",
+            "--rec-hidden", "16", "32", "--sampler-steps", "3", "--alpha", "0.5", "--profile", "clean",
+            "--output-dir", str(tmp_path / "out"), "--quiet"]
+    assert cli.main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["profile"] == "clean" and line["model_config"]["alpha"] == 0.5 and line["seed"] == 3
-    assert line["model_config"]["rec_hidden"] == [16, 32] and "HR@10" in line and "NDCG@10" in line
-    assert len(pd.read_csv(tmp_path / "r.csv")) == 12
+    assert line["model_config"]["rec_hidden"] == [16, 32] and line["model_config"]["sampler"]["steps"] == 3
+    assert "HR@10" in line and "NDCG@10" in line and not line["reused"]
+    runs = tmp_path / "out" / "results" / "smoke" / "runs.csv"
+    n_rows = len(pd.read_csv(runs))
+    assert n_rows == 6 + 9  # val: HR/NDCG@5/10/20; test: the same and three beyond-accuracy measures
+    # rerunning the finished command says so and reuses it: no second row set, no training
+    assert cli.main(argv) == 0
+    out = capsys.readouterr()
+    assert "already finished" in out.err and json.loads(out.out.strip().splitlines()[-1])["reused"]
+    assert len(pd.read_csv(runs)) == n_rows
 
 
 def test_cli_bench_runs_at_tiny_size(tmp_path, capsys):
     ds = cyclic_dataset(40)
     path = tmp_path / "seqs.txt"
     write_sequences(ds, path)
-    assert cli.main(["bench", "--dataset", str(path), "--device", "cpu", "--steps", "2", "--batch-size", "32",
+    assert cli.main(["bench", "--dataset", str(path), "--device", "cpu", "--train-steps", "2", "--batch-size", "32",
                      "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["samples_per_s"] > 0 and report["users_per_s"] > 0 and report["model_calls_per_user"] == 30
@@ -138,8 +147,9 @@ def test_selected_model_is_saved_and_reloads_to_the_same_metrics(tmp_path):
     ds = cyclic_dataset(60)
     run = fit(ds, "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1), device="cpu",
               checkpoint_dir=tmp_path, results_path=None, progress=False)
-    model = load_model(best_model_path(tmp_path, "fmrec", run.config_hash))
-    assert evaluate_model(model, ds, "test", seed=0) == run.test
+    model = load_model(checkpoints.selected_path(tmp_path, "fmrec", run.config_hash))
+    assert evaluate_model(model, ds, "test", seed=0) == {k: v for k, v in run.test.items() if "@" in k and
+                                                         k.split("@")[0] in ("HR", "NDCG")}
 
 
 def test_last_k_samples_keeps_each_users_most_recent_prefixes():
@@ -202,3 +212,41 @@ def test_reported_validation_metrics_are_the_selected_models():
               dict(FAST, epochs=12, eval_every=1, patience=20), device="cpu", results_path=None, progress=False)
     at_best = next(h for h in run.history if h["epoch"] == run.best_epoch)
     assert run.val == {k[len("val_"):]: v for k, v in at_best.items() if k.startswith("val_")}
+
+
+def test_checkpoints_are_lean_and_the_running_one_goes_once_recorded(tmp_path):
+    ds = cyclic_dataset(60)
+    cfg, train = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=6, eval_every=2, patience=10)
+
+    def inspect(epoch, record):
+        if epoch == 3:  # right after a validation that set the first best: no second copy of the weights
+            ckpt = checkpoints.load(_resume_file(tmp_path), kind="running")
+            assert ckpt["best_epoch"] == 3 and ckpt["best_state"] is None
+
+    run = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, results_path=tmp_path / "runs.csv",
+              progress=False, on_epoch_end=inspect)
+    assert not [p for p in tmp_path.glob("*.pt") if not p.name.endswith(".best.pt")]  # recorded: running one deleted
+    selected = checkpoints.load(checkpoints.selected_path(tmp_path, "fmrec", run.config_hash), kind="selected")
+    assert not any(k.startswith("reconstructor.") for k in selected["model"])  # training-only part left out
+    assert load_model(checkpoints.selected_path(tmp_path, "fmrec", run.config_hash)).num_items == ds.num_items
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_a_damaged_checkpoint_names_the_file_and_the_way_out(tmp_path, damage):
+    ds = cyclic_dataset(40)
+    cfg, train = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=4, eval_every=1)
+
+    def stop(epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, progress=False, on_epoch_end=stop)
+    path = _resume_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"not a checkpoint"}[damage])
+    with pytest.raises(checkpoints.CheckpointError, match=rf"{path.name}.*(move it aside|--no-resume)"):
+        fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    # starting over is offered and works
+    again = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False)
+    assert again.epochs_run == 4

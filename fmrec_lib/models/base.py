@@ -19,6 +19,8 @@ class Recommender(nn.Module):
     # Part of every run's identity: bumped whenever what the model computes or how it trains
     # changes without a config field saying so, so results of the old code are never reused.
     version: int = 1
+    # Parameters only the training loss reads (left out of the saved selected model).
+    training_only: tuple[str, ...] = ()
 
     def __init__(self, num_items: int, config):
         super().__init__()

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from ..config import check_settings
 from ..losses import cross_entropy_loss
 from .base import Recommender
 from .fusion import FusionTransformer
@@ -52,8 +53,10 @@ class DiffuRecConfig:
     init: Literal["xavier", "xavier-zero-bias", "torch"] = "xavier"  # DiffuRec's initialisation
 
     def __post_init__(self):
-        if self.diffusion_steps < 1:
-            raise ValueError("diffusion_steps must be >= 1")
+        check_settings(self, positive=("hidden", "heads", "num_blocks", "ffn_mult", "max_len", "diffusion_steps"),
+                       probabilities=("dropout", "emb_dropout"), non_negative=("delta",))
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not divisible by {self.heads} heads")
         if self.time_input not in ("rescaled", "index"):
             raise ValueError(f"time_input must be 'rescaled' or 'index', got {self.time_input!r}")
         if self.reverse_variance not in ("beta", "posterior"):

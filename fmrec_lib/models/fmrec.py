@@ -14,14 +14,15 @@ scores every item by ``x @ E.T``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..losses import balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, multi_hot
-from ..paths import make_path
-from ..solvers import Solution, count_model_calls, solve
+from ..flow_paths import make_path
+from ..config import check_settings
+from ..solvers import SamplerConfig, Solution, solve
 from ..time_samplers import NAMES as TIME_SAMPLERS, TIME_EPS, sample_time
 from .base import Recommender
 from .fusion import FusionTransformer
@@ -30,6 +31,11 @@ from .fusion import FusionTransformer
 @dataclass
 class FMRecConfig:
     """FMRec's hyperparameters; defaults are the paper's (METHOD.md)."""
+
+    # the sampler options were flat fields before the typed SamplerConfig
+    LEGACY_KEYS: ClassVar[dict[str, tuple[str, str]]] = {
+        "eval_steps": ("sampler", "steps"), "eval_method": ("sampler", "method"),
+        "eval_update": ("sampler", "update"), "eval_noise_scale": ("sampler", "noise_scale")}
 
     profile: Literal["paper", "clean"] = "paper"
     hidden: int = 128
@@ -49,15 +55,26 @@ class FMRecConfig:
     alpha: float = 0.2  # cross-entropy weight
     beta: float = 0.4  # reconstruction weight
     rec_hidden: tuple[int, ...] = (512, 2048)
-    eval_steps: int = 30
-    eval_method: Literal["euler", "heun", "stochastic"] = "euler"
-    eval_update: Literal["paper", "textbook"] = "paper"
-    eval_noise_scale: float = 0.0
+    sampler: SamplerConfig = SamplerConfig()  # how validation and test generate (30 paper-Euler steps)
     attention: Literal["sdpa", "math"] = "sdpa"
     ffn_dropout: bool = True  # dropout between the FFN's GELU and its second matrix, as in the authors' code
     init: Literal["xavier-zero-bias", "xavier", "torch"] = "xavier-zero-bias"  # the authors' initialisation
+    flow_input: bool = True  # False: the fusion term is removed, the network never sees x_t or t (an ablation)
+    fm_weight: float = 1.0  # weight of the flow-matching term; 0 removes it (an ablation)
 
     def __post_init__(self):
+        if isinstance(self.sampler, dict):  # from a stored or JSON config
+            object.__setattr__(self, "sampler", SamplerConfig(**self.sampler))
+        check_settings(self, positive=("hidden", "heads", "num_blocks", "ffn_mult", "max_len", "rec_hidden"),
+                       probabilities=("dropout", "emb_dropout"), non_negative=("fm_weight",))
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not divisible by {self.heads} heads")
+        if not 0 < self.time_eps < 1:
+            raise ValueError(f"time_eps must lie in (0, 1), got {self.time_eps}")
+        if not self.flow_input and self.prediction == "velocity":
+            raise ValueError("velocity prediction needs the flow input (the velocity depends on the noise x_0)")
+        if self.fm_weight == 0 and self.alpha == 0:
+            raise ValueError("fm_weight = 0 and alpha = 0 leave nothing that trains the prediction")
         if self.prediction not in ("x1", "velocity"):
             raise ValueError(f"prediction must be 'x1' or 'velocity', got {self.prediction!r}")
         if self.time_sampler not in TIME_SAMPLERS:
@@ -72,6 +89,7 @@ class FMRecConfig:
 class FMRec(Recommender):
     name = "fmrec"
     version = 2  # 2: the authors' FFN dropout and initialisation, validation after epochs 21, 41, ...
+    training_only = ("reconstructor.",)  # generation never reads the history reconstructor
 
     def __init__(self, num_items: int, config: FMRecConfig | None = None):
         config = config or FMRecConfig()
@@ -125,7 +143,7 @@ class FMRec(Recommender):
         else:
             terms = {"fm": flow_matching_loss(out, x_1)}
             x1_hat = out
-        total = terms["fm"]
+        total = cfg.fm_weight * terms["fm"] if cfg.fm_weight != 1 else terms["fm"]
         if cfg.alpha > 0:
             terms["ce"] = cross_entropy_loss(x1_hat, self.item_emb.weight, targets, mask_padding=cfg.profile == "clean")
             total = total + cfg.alpha * terms["ce"]
@@ -136,25 +154,31 @@ class FMRec(Recommender):
         terms["loss"] = total
         return terms
 
-    def n_model_calls(self) -> int:
-        """Network evaluations per generated recommendation with the configured sampler."""
-        return count_model_calls(self.config.eval_steps, self.config.eval_method, self.config.eval_update)
+    def n_model_calls(self, sampler: SamplerConfig | None = None) -> int:
+        """Network evaluations per generated recommendation (the configured sampler by default;
+        one without the flow input, whose every step would predict the same x1_hat)."""
+        return (sampler or self.config.sampler).n_model_calls if self.config.flow_input else 1
 
     @torch.no_grad()
-    def generate(self, histories: torch.Tensor, generator: torch.Generator | None = None, *,
-                 steps: int | None = None, method: str | None = None, update: str | None = None,
-                 noise_scale: float | None = None, return_trajectory: bool = False) -> Solution:
-        """Integrate the flow for each history; defaults from the config (30 paper-Euler steps)."""
+    def generate(self, histories: torch.Tensor, generator: torch.Generator | None = None,
+                 sampler: SamplerConfig | None = None, *, return_trajectory: bool = False) -> Solution:
+        """Integrate the flow for each history with ``sampler`` (default: the config's, 30
+        paper-Euler steps). Without the flow input the network is called once: its output is
+        the generated embedding (what one paper-Euler step returns)."""
         cfg = self.config
+        sampler = sampler or cfg.sampler
         h, pad = self.encode_history(histories)
         x_0 = torch.randn(histories.shape[0], cfg.hidden, device=histories.device, generator=generator)
+        if not cfg.flow_input:
+            t = torch.ones(histories.shape[0], device=histories.device)
+            return Solution(x=self.predict_x1(x_0, t, h, pad, generator), n_calls=1)
         return solve(lambda x, t: self.predict_x1(x, t, h, pad, generator), x_0,
-                     steps=steps or cfg.eval_steps, method=method or cfg.eval_method,
-                     update=update or cfg.eval_update, path=self.path,
-                     noise_scale=cfg.eval_noise_scale if noise_scale is None else noise_scale,
-                     generator=generator, eps=cfg.time_eps, return_trajectory=return_trajectory)
+                     steps=sampler.steps, method=sampler.method, update=sampler.update, path=self.path,
+                     noise_scale=sampler.noise_scale, generator=generator, eps=cfg.time_eps,
+                     return_trajectory=return_trajectory)
 
     @torch.no_grad()
-    def score(self, histories: torch.Tensor, generator: torch.Generator | None = None, **solver_options) -> torch.Tensor:
+    def score(self, histories: torch.Tensor, generator: torch.Generator | None = None,
+              sampler: SamplerConfig | None = None) -> torch.Tensor:
         """Scores ``x @ E.T`` (B, N + 1) of the generated embedding against every item."""
-        return self.generate(histories, generator, **solver_options).x @ self.item_emb.weight.T
+        return self.generate(histories, generator, sampler).x @ self.item_emb.weight.T

@@ -4,6 +4,7 @@
     out = LayerNorm(Dropout(blocks(h')))[:, -1]            # (B, d)
 
 FMRec feeds ``time_value = t (1/eps - 1)`` for t in [0, 1]; DiffuRec its rescaled step index.
+A config with ``flow_input=False`` (FMRec's no-flow ablation) drops the fusion term: ``h' = h``.
 """
 from __future__ import annotations
 
@@ -46,9 +47,12 @@ class FusionTransformer(nn.Module):
 
         ``time_value`` (B,) is what the sinusoidal embedding sees (a step index for DiffuRec)."""
         cfg = self.config
-        temb = self.time_mlp(timestep_embedding(time_value, cfg.hidden))  # (B, d)
-        lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
-        z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
+        if getattr(cfg, "flow_input", True):
+            temb = self.time_mlp(timestep_embedding(time_value, cfg.hidden))  # (B, d)
+            lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
+            z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
+        else:  # the no-flow ablation: a plain encoder of the history
+            z = h
         mid = None
         for i, block in enumerate(self.blocks, 1):
             z = block(z, pad, last_only=i == cfg.num_blocks)  # only the last row is needed at the end

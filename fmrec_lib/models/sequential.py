@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..config import check_settings
 from ..losses import cross_entropy_loss
 from .base import Recommender
 from .transformer import TransformerBlock
@@ -43,6 +44,9 @@ class GRU4RecConfig:
     layers: int = 1
     dropout: float = 0.3
     max_len: int = 50
+
+    def __post_init__(self):
+        check_settings(self, positive=("embedding", "hidden", "layers", "max_len"), probabilities=("dropout",))
 
 
 class GRU4Rec(_CrossEntropyRecommender):
@@ -77,6 +81,11 @@ class SASRecConfig:
     dropout: float = 0.2
     max_len: int = 50
     attention: Literal["sdpa", "math"] = "sdpa"
+
+    def __post_init__(self):
+        check_settings(self, positive=("hidden", "blocks", "heads", "max_len"), probabilities=("dropout",))
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not divisible by {self.heads} heads")
 
 
 class SASRec(_CrossEntropyRecommender):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fmrec_lib.paths import CosinePath, StraightPath, make_path
+from fmrec_lib.flow_paths import CosinePath, StraightPath, make_path
 from fmrec_lib.time_samplers import NAMES, TIME_EPS, mode, sample_time
 
 

@@ -1,4 +1,4 @@
-"""Probability paths between noise ``x_0`` (t = 0) and the target item embedding ``x_1`` (t = 1).
+"""Flow (probability) paths between noise ``x_0`` (t = 0) and the target item embedding ``x_1`` (t = 1).
 
 An affine path is ``x_t = a(t) x_1 + b(t) x_0`` with velocity ``a'(t) x_1 + b'(t) x_0``.
 Given a prediction of ``x_1`` and the current ``x_t``, the path gives back the velocity (and

@@ -1,0 +1,395 @@
+"""The campaign: every run and evaluation sweep the notebooks need at a size, in priority
+order, before a deadline, K at a time on one device; for GPU windows of a few minutes.
+
+Priority (first to last): every notebook's first seed before any later seed; ML-100k and
+Beauty before the other datasets; FMRec's default run (with every sweep that needs its model)
+before the main table's other runs, before ablations and sensitivity runs; ML-100k before
+Beauty. A run is started only if its estimate (measured seconds per epoch x the maximum
+epochs) fits the time left; a run whose speed is not known yet measures its first epoch and
+gives up at once if it cannot finish. Runs stop cleanly before the deadline (their running
+checkpoint stays on disk). What is already recorded is skipped, so a second invocation trains
+nothing. The sweeps that need a run's model run right after it, in the same job, because
+paper-size checkpoints never leave the GPU machine.
+
+Everything goes to ``results/<size>/`` of the output root; ``campaign.log.jsonl`` there says
+what ran, its measured seconds per epoch, the epochs it took and why it stopped. With
+``archive`` that folder is packed into one ``.tar.gz`` after every finished job (so a command
+killed at its time limit still returns what it finished); :func:`merge_archive` merges such an
+archive into the local results, appending and never overwriting.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import multiprocessing
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .context import Context
+from .results import append_text, locked, merge_results
+from .runs import MissingModelError, RunSpec, Sweep
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "campaign.log.jsonl"
+SAFETY_S = 20.0  # stop this long before the deadline: time to write results and the archive
+EVAL_OVERHEAD = 1.15  # validations and the final test on top of the training epochs, in the estimate
+DATASET_ORDER = ("ml-100k", "beauty", "yelp", "steam")
+FIRST_GROUP = ("ml-100k", "beauty")  # "Yelp after them"
+
+
+class DoesNotFit(RuntimeError):
+    """The run's measured speed says it cannot finish before the deadline."""
+
+
+@dataclass
+class PlannedJob:
+    """One unit of campaign work: a training run plus the sweeps that need its model."""
+
+    name: str
+    spec: Any  # RunSpec, or reports.TunedSpec until the tuning runs it depends on are recorded
+    sweeps: list[Sweep]
+    priority: tuple
+    notebooks: list[str]
+    config_hash: str | None = None
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.dataset
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    def payload(self, ctx: Context, deadline: float) -> dict:
+        return {"spec": self.spec.to_json(), "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
+                "device": str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
+                "read_roots": [str(r) for r in ctx.read_roots],
+                "allow_cpu_training": ctx.allow_cpu_training, "name": self.name}
+
+
+def _priority(job, notebook_index: int, sequence: int) -> tuple:
+    dataset = job.spec.dataset
+    group = 0 if dataset in FIRST_GROUP else 1
+    rank = DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER)
+    return (job.seed_rank, group, job.tier, rank, notebook_index, sequence)
+
+
+def plan(ctx: Context) -> list[PlannedJob]:
+    """Every job of every notebook at its committed configuration, duplicates (the same run
+    needed by several notebooks) merged, sorted by priority."""
+    from . import reports
+    from .runs import spec_hash
+
+    merged: dict[str, PlannedJob] = {}
+    for index, notebook in enumerate(reports.DEFAULTS):
+        for sequence, job in enumerate(reports.jobs(ctx, notebook)):
+            priority = _priority(job, index, sequence)
+            key = spec_hash(ctx, job.spec) if isinstance(job.spec, RunSpec) else job.spec.name
+            if key in merged:
+                entry = merged[key]
+                entry.priority = min(entry.priority, priority)
+                known = {json.dumps(s.to_json(), sort_keys=True) for s in entry.sweeps}
+                entry.sweeps += [s for s in job.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
+                entry.notebooks = sorted(set(entry.notebooks) | {notebook})
+                if isinstance(job.spec, RunSpec) and len(job.spec.overrides) < len(entry.spec.overrides):
+                    entry.spec, entry.name = job.spec, job.spec.name  # the same run, named most simply
+            else:
+                merged[key] = PlannedJob(job.spec.name, job.spec, list(job.sweeps), priority, [notebook],
+                                         key if isinstance(job.spec, RunSpec) else None)
+    return sorted(merged.values(), key=lambda j: j.priority)
+
+
+class CampaignLog:
+    """Append-only JSON lines in ``results/<size>/campaign.log.jsonl``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, event: str, **fields) -> dict:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, **fields}
+        with locked(self.path):
+            append_text(self.path, json.dumps(entry, default=str, sort_keys=True) + "\n")
+        log.info("campaign %s: %s", event, {k: v for k, v in fields.items() if k in ("name", "reason", "s_per_epoch",
+                                                                                       "epochs_run", "stop_reason")})
+        return entry
+
+    def entries(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def _speed_key(dataset: str, model: str, device: str) -> str:
+    return f"{dataset}|{model}|{device}"
+
+
+def _known_speeds(ctx: Context) -> dict[str, float]:
+    """Seconds per epoch measured by earlier jobs on this kind of device, from every store's log."""
+    speeds: dict[str, float] = {}
+    for store in ctx.stores:
+        for entry in CampaignLog(store.results / LOG_NAME).entries():
+            if entry.get("s_per_epoch") and entry.get("device") == ctx.device_label:
+                speeds[_speed_key(entry["dataset"], entry["model"], entry["device"])] = float(entry["s_per_epoch"])
+    return speeds
+
+
+def _is_done(ctx: Context, job: PlannedJob) -> bool:
+    """Recorded, and every sweep it owes cached."""
+    from .runs import _key_json, _lookup, find
+
+    found = find(ctx, job.spec)
+    if found is None:
+        return False
+    for sw in job.sweeps:
+        key = _key_json(sw.key(found.config_hash))
+        if all(_lookup(store.cache(sw.kind), key) is None for store in ctx.stores):
+            return False
+    return True
+
+
+def _max_epochs(ctx: Context, job: PlannedJob) -> int:
+    from .models import MODELS
+
+    if not MODELS[job.model][0].trainable:
+        return 0
+    _, tc = ctx.size.configs(job.model, seed=job.spec.seed, **job.spec.overrides)
+    from .train import TrainConfig
+    return int(tc.get("epochs", TrainConfig.epochs))
+
+
+def execute_job(payload: dict) -> dict:
+    """Run one job (in a worker process, a cluster job or inline): train or reuse the run,
+    then its sweeps. Never raises: the outcome is a dict with ``status``."""
+    from .runs import find, run, sweep
+    from .train import DeadlineReached
+
+    t0 = time.time()
+    ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
+                         read_roots=tuple(payload["read_roots"]))
+    ctx.deadline = payload["deadline"] - SAFETY_S / 2
+    ctx.allow_cpu_training = payload["allow_cpu_training"]
+    spec = RunSpec.from_json(payload["spec"])
+    out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label}
+    try:
+        existing = find(ctx, spec)
+        trained = existing is None
+        ctx.epoch_hook = _fit_check(ctx, spec)
+        r = existing or run(ctx, spec)
+        out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
+                   best_epoch=r.best_epoch, trained=trained, train_wall_s=round(time.time() - t0, 1))
+        if trained and r.seconds_per_epoch:
+            out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
+        for sw in (Sweep.from_json(s) for s in payload["sweeps"]):
+            try:
+                sweep(ctx, r, sw)
+            except MissingModelError:  # recorded earlier, its model lost before the sweeps: retrain it here
+                _retrain(ctx, r)
+                sweep(ctx, r, sw)
+        out.update(status="done", sweeps=len(payload["sweeps"]))
+    except DoesNotFit as e:
+        out.update(status="does not fit", reason=str(e))
+    except DeadlineReached as e:
+        out.update(status="deadline", reason=str(e))
+    except Exception as e:  # recorded in the log; the campaign goes on with the next job
+        out.update(status="failed", reason=f"{type(e).__name__}: {e}")
+    out["wall_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def _fit_check(ctx: Context, spec: RunSpec):
+    """An ``on_epoch_end`` hook: after the first epoch, give up at once if the measured speed
+    says the run cannot reach its maximum epochs before the deadline."""
+    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    from .train import TrainConfig
+    max_epochs = int(tc.get("epochs", TrainConfig.epochs))
+    started = time.time()
+
+    def check(epoch: int, record: dict) -> None:
+        if epoch == 1 and ctx.deadline is not None:
+            projected = started + record.get("seconds", 0.0) * max_epochs * EVAL_OVERHEAD
+            if projected > ctx.deadline:
+                raise DoesNotFit(f"{spec.name}: {record.get('seconds', 0):.2f} s per epoch x {max_epochs} epochs "
+                                 f"does not fit the {ctx.deadline - started:.0f} s left")
+    return check
+
+
+def _retrain(ctx: Context, r) -> None:
+    from .runs import _resolve
+    from .train import fit
+
+    ds, mc, tc = _resolve(ctx, r.spec)
+    fit(ds, r.spec.model, mc, tc, device=ctx.device, checkpoint_dir=ctx.store.checkpoints, progress=False,
+        deadline=ctx.deadline)
+
+
+class _InlineExecutor(cf.Executor):
+    """Runs each job in this process when it is submitted (one job at a time)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001  (passed on to the caller through the future)
+            future.set_exception(e)
+        return future
+
+
+def make_executor(kind: str, jobs: int, options: dict, ctx: Context) -> cf.Executor:
+    """``local``: ``jobs`` worker processes (spawned, so each has its own CUDA context) or this
+    process for one job; ``slurm``/``debug``: submitit (:mod:`fmrec_lib.cluster`)."""
+    if kind == "local":
+        if jobs == 1:
+            return _InlineExecutor()
+        return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    from .cluster import submitit_executor
+
+    return submitit_executor(kind, ctx, **options)
+
+
+def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 540.0, jobs: int = 1, *,
+                 output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
+                 executor: str = "local", executor_options: dict | None = None,
+                 allow_cpu_training: bool = False) -> dict:
+    """Run the campaign until ``deadline_s`` seconds from now; returns a summary."""
+    t_end = time.time() + deadline_s
+    ctx = Context.create(size, device, output_dir, progress=False)
+    ctx.allow_cpu_training = allow_cpu_training or ctx.device.type == "cuda" or size != "paper"
+    clog = CampaignLog(ctx.results_dir / LOG_NAME)
+    pending = plan(ctx)
+    for job in pending:
+        _resolve_tuned(ctx, job)
+    done_before = [j for j in pending if isinstance(j.spec, RunSpec) and _is_done(ctx, j)]
+    pending = [j for j in pending if j not in done_before]
+    speeds = _known_speeds(ctx)
+    if dry_run:
+        return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
+                "plan": [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
+                          "estimate_s": _estimate(ctx, j, speeds)} for j in pending]}
+    clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, jobs=jobs,
+               pending=len(pending), already_done=len(done_before))
+    pool = make_executor(executor, jobs, executor_options or {}, ctx)
+    in_flight: dict[cf.Future, PlannedJob] = {}
+    outcomes: list[dict] = []
+    try:
+        while True:
+            while len(in_flight) < jobs:
+                job = _next_startable(ctx, pending, in_flight.values(), speeds, t_end)
+                if job is None:
+                    break
+                pending.remove(job)
+                clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
+                           estimate_s=_estimate(ctx, job, speeds), time_left_s=round(t_end - time.time()))
+                in_flight[pool.submit(execute_job, job.payload(ctx, t_end))] = job
+            if not in_flight:
+                break
+            finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                job = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as e:  # a worker that died (out of memory, killed)
+                    outcome = {"name": job.name, "dataset": job.dataset, "model": job.model, "status": "failed",
+                               "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
+                outcomes.append(outcome)
+                if outcome.get("s_per_epoch"):
+                    speeds[_speed_key(job.dataset, job.model, ctx.device_label)] = outcome["s_per_epoch"]
+                clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
+                if outcome["status"] == "failed" and job.priority[0] == 0:
+                    log.error("%s failed: %s", job.name, outcome.get("reason"))
+                if archive:
+                    write_archive(ctx, archive)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    skipped = [j.name for j in pending]
+    clog.write("campaign end", finished=sum(o["status"] == "done" for o in outcomes), not_started=len(skipped),
+               time_left_s=round(t_end - time.time()))
+    if archive:
+        write_archive(ctx, archive)
+    return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
+            "outcomes": outcomes, "not_started": skipped, "results": str(ctx.results_dir),
+            "archive": str(archive) if archive else None}
+
+
+def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float]) -> float | None:
+    s = speeds.get(_speed_key(job.dataset, job.model, ctx.device_label))
+    return None if s is None else round(s * _max_epochs(ctx, job) * EVAL_OVERHEAD, 1)
+
+
+def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float) -> PlannedJob | None:
+    """The first pending job (in priority order) that is resolvable, not a duplicate of a
+    running one, not done meanwhile, and whose estimate fits the time left."""
+    left = t_end - time.time() - SAFETY_S
+    running_hashes = {j.config_hash for j in running}
+    for job in list(pending):
+        if not _resolve_tuned(ctx, job):
+            continue  # its tuning runs are not all recorded yet
+        if job.config_hash in running_hashes:
+            continue
+        if _is_done(ctx, job):
+            pending.remove(job)
+            continue
+        estimate = _estimate(ctx, job, speeds)
+        if left <= 0 or (estimate is not None and estimate > left):
+            continue
+        return job
+    return None
+
+
+def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:
+    """Turn a later-seed job of the main table into a plain run once its tuning runs are all
+    recorded; returns whether the job is a plain run now."""
+    from .runs import spec_hash
+
+    if isinstance(job.spec, RunSpec):
+        return True
+    resolved = job.spec.resolve(ctx)
+    if resolved is None:
+        return False
+    job.spec, job.name, job.config_hash = resolved, resolved.name, spec_hash(ctx, resolved)
+    return True
+
+
+def write_archive(ctx: Context, path: str | Path) -> Path:
+    """Pack ``results/<size>/`` (runs, per-user files, caches, tables, the log) into ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(ctx.results_dir, arcname=f"results/{ctx.size.name}",
+                filter=lambda info: None if info.name.endswith(".lock") else info)
+    tmp.replace(path)
+    return path
+
+
+def merge_archive(archive: str | Path, *, size: str = "paper", output_dir: str | Path | None = None) -> dict:
+    """Merge an archive written by :func:`write_archive` (or a results folder) into the local
+    ``results/<size>/``: new runs, per-user files, cache entries and log lines are appended;
+    nothing is overwritten."""
+    ctx = Context.create(size, "cpu", output_dir, progress=False)
+    archive = Path(archive)
+    if archive.is_dir():
+        return merge_results(archive, ctx.results_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
+        source = Path(tmp) / "results" / size
+        if not source.is_dir():
+            raise FileNotFoundError(f"{archive} holds no results/{size}/ folder")
+        return merge_results(source, ctx.results_dir)
+
+
+def summarise_log(path: str | Path) -> list[dict]:
+    """The finished jobs of a campaign log: name, seconds per epoch, epochs run, stop reason."""
+    entries = CampaignLog(Path(path)).entries()
+    return [e for e in entries if e["event"] in ("done", "deadline", "does not fit", "failed")]
+
+
+__all__ = ["CampaignLog", "DoesNotFit", "PlannedJob", "execute_job", "merge_archive", "plan", "run_campaign",
+           "summarise_log", "write_archive"]

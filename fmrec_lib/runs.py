@@ -1,0 +1,287 @@
+"""Run-or-reuse, tuning and cached evaluation sweeps: the experiment layer over ``fit``.
+
+Every training run is identified by its configuration hash (:func:`fmrec_lib.train.run_identity`:
+the split's content, the model, its version and configs). A run already recorded in a store is
+reused, never retrained, so re-rendering a notebook is cheap and nothing computed is lost.
+Sweeps (evaluations of a trained model with other settings) are cached in JSON-lines files by
+a key naming the run and the settings; an interrupted sweep keeps everything it finished.
+
+At paper size nothing is trained on a CPU by accident: a missing run, or a reused run whose
+model file is not here (it was trained in a GPU window whose checkpoints could not come back),
+raises an error naming the campaign job that produces it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pandas as pd
+
+from . import checkpoints
+from .config import from_dict
+from .models import model_config_class
+from .results import append_text, find_run, locked, read_per_user_ranks
+from .train import TrainConfig, fit, load_model, resolve_configs, run_config_hash
+
+if TYPE_CHECKING:
+    from .context import Context
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_HINT = ("python -m fmrec_lib campaign --size paper --device cuda --deadline SECONDS on a GPU "
+                 "(README: 'GPU windows'), then merge its archive with python -m fmrec_lib merge ARCHIVE")
+
+
+class MissingRunError(RuntimeError):
+    """A paper-size run is not in any results store and this machine should not train it."""
+
+
+class MissingModelError(FileNotFoundError):
+    """A reused run's selected model is not on this machine and may not be retrained here."""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of an override value (dataclasses as dicts, tuples as lists)."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run a notebook needs: dataset, model, seed and overrides of the size's
+    settings (any field of the model's config or of ``TrainConfig``)."""
+
+    dataset: str
+    model: str = "fmrec"
+    seed: int = 1997
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        extra = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(self.overrides.items()))
+        return f"{self.dataset} {self.model} seed {self.seed}" + (f" ({extra})" if extra else "")
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "model": self.model, "seed": self.seed,
+                "overrides": {k: _plain(v) for k, v in self.overrides.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunSpec":
+        return cls(data["dataset"], data["model"], int(data["seed"]), dict(data.get("overrides", {})))
+
+
+@dataclass
+class Run:
+    """A finished training run (fresh or reused from a store)."""
+
+    spec: RunSpec
+    size: str
+    config_hash: str
+    model_config: dict
+    train_config: dict
+    val: dict[str, float]
+    test: dict[str, float]
+    device: str
+    reused: bool
+    wall_time_s: float
+    best_epoch: int
+    epochs_run: int
+    stop_reason: str
+    ctx: "Context" = field(repr=False)
+    results_path: Path | None = None  # the runs.csv that holds it
+    seconds_per_epoch: float | None = None  # measured when trained here (median epoch), None when reused
+
+    @property
+    def dataset(self) -> str:
+        return self.spec.dataset
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    def checkpoint(self) -> Path | None:
+        """The selected model's file in any store, or None."""
+        for store in self.ctx.stores:
+            path = checkpoints.selected_path(store.checkpoints, self.spec.model, self.config_hash)
+            if path.exists():
+                return path
+        return None
+
+    def load_model(self, device=None):
+        """The selected model. A reused run whose model file is missing is retrained on demand
+        at smoke and quick size (same seed, same numbers); at paper size this is an error."""
+        path = self.checkpoint()
+        if path is None:
+            if self.size == "paper":
+                raise MissingModelError(
+                    f"the model of run {self.config_hash} ({self.spec.name}, paper size) is not on this machine: its "
+                    f"evaluation sweeps must run right after it is trained, on the GPU, in the campaign job "
+                    f"'{self.spec.name}'. Run: {CAMPAIGN_HINT}")
+            log.warning("run %s (%s): model file missing (results came from elsewhere); retraining it",
+                        self.config_hash, self.spec.name)
+            ds, mc, tc = _resolve(self.ctx, self.spec)
+            fit(ds, self.spec.model, mc, tc, device=self.ctx.device, checkpoint_dir=self.ctx.store.checkpoints,
+                progress=self.ctx.progress)
+            path = checkpoints.selected_path(self.ctx.store.checkpoints, self.spec.model, self.config_hash)
+        return load_model(path, device or self.ctx.device)
+
+    def per_user_ranks(self):
+        """Per-user 0-based test ranks (numpy, users in dataset order), or None."""
+        for store in self.ctx.stores:
+            ranks = read_per_user_ranks(store.runs, self.config_hash)
+            if ranks is not None:
+                return ranks
+        return None
+
+
+def _resolve(ctx: "Context", spec: RunSpec):
+    """(dataset, model config, train config) of a spec at the context's size."""
+    ds = ctx.dataset(spec.dataset)
+    mc, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    mc_obj, tc_obj = resolve_configs(spec.model, mc, tc)
+    return ds, mc_obj, tc_obj
+
+
+def spec_hash(ctx: "Context", spec: RunSpec) -> str:
+    ds, mc, tc = _resolve(ctx, spec)
+    return run_config_hash(ds, spec.model, mc, tc)
+
+
+def find(ctx: "Context", spec: RunSpec) -> Run | None:
+    """The recorded run of ``spec`` in any of the context's stores, or None."""
+    ds, mc, tc = _resolve(ctx, spec)
+    run_hash = run_config_hash(ds, spec.model, mc, tc)
+    for store in ctx.stores:
+        found = find_run(run_hash, store.runs)
+        if found is not None:
+            metrics = {(r.split, r.metric): r.value for r in found.itertuples()}
+            first = found.iloc[0]
+            return Run(spec, ctx.size.name, run_hash, dataclasses.asdict(mc), dataclasses.asdict(tc),
+                       {m: v for (s, m), v in metrics.items() if s == "val"},
+                       {m: v for (s, m), v in metrics.items() if s == "test"}, first["device"], True,
+                       float(first["wall_time_s"]), int(first["best_epoch"]), int(first["epochs_run"]),
+                       str(first.get("stop_reason") or ""), ctx, store.runs)
+    return None
+
+
+def run(ctx: "Context", spec: RunSpec) -> Run:
+    """Train ``spec`` at the context's size, or reuse it when a store holds it."""
+    found = find(ctx, spec)
+    if found is not None:
+        log.info("reusing %s (run %s)", spec.name, found.config_hash)
+        return found
+    ds, mc, tc = _resolve(ctx, spec)
+    if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
+        raise MissingRunError(f"paper-size run {spec.name} is not in {', '.join(str(s.runs) for s in ctx.stores)} "
+                              f"and training it on a CPU would take hours. Produce it with: {CAMPAIGN_HINT}")
+    result = fit(ds, spec.model, mc, tc, device=ctx.device, checkpoint_dir=ctx.store.checkpoints,
+                 results_path=ctx.store.runs, progress=ctx.progress, deadline=ctx.deadline, on_epoch_end=ctx.epoch_hook)
+    seconds = sorted(result.epoch_seconds)
+    return Run(spec, ctx.size.name, result.config_hash, result.model_config, result.train_config, result.val,
+               result.test, result.device, False, result.wall_time_s, result.best_epoch, result.epochs_run,
+               result.stop_reason, ctx, ctx.store.runs, seconds[len(seconds) // 2] if seconds else None)
+
+
+def grid_points(grid: dict[str, Iterable]) -> list[dict]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tune(ctx: "Context", dataset: str, model: str, grid: dict[str, Iterable], *, seed: int = 1997,
+         select: str = "NDCG@10", **overrides) -> tuple[Run, pd.DataFrame]:
+    """Run every point of ``grid`` and keep the best on the selected models' validation
+    ``select`` metric (ties: the first point)."""
+    runs = [(point, ctx.run(dataset, model, seed, **overrides, **point)) for point in grid_points(grid)]
+    table = pd.DataFrame([{"dataset": dataset, "model": model, **point, f"val_{select}": r.val[select],
+                           "config_hash": r.config_hash} for point, r in runs])
+    best_point, best_run = max(runs, key=lambda pr: pr[1].val[select])
+    table["selected"] = [p == best_point for p, _ in runs]
+    return best_run, table
+
+
+def selected_point(ctx: "Context", dataset: str, model: str, grid: dict, *, seed: int = 1997,
+                   select: str = "NDCG@10", **overrides) -> dict | None:
+    """The tuned grid point if every point's run is recorded, else None (nothing is trained)."""
+    found = []
+    for point in grid_points(grid):
+        r = find(ctx, RunSpec(dataset, model, seed, {**overrides, **point}))
+        if r is None:
+            return None
+        found.append((point, r.val[select]))
+    return max(found, key=lambda pv: pv[1])[0]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """An evaluation of a trained run: ``kind`` names a function of :mod:`fmrec_lib.analyses`."""
+
+    kind: str
+    params: dict = field(default_factory=dict)
+
+    def key(self, config_hash: str) -> dict:
+        return {"config_hash": config_hash, "kind": self.kind, **{k: _plain(v) for k, v in self.params.items()}}
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "params": {k: _plain(v) for k, v in self.params.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Sweep":
+        return cls(data["kind"], dict(data.get("params", {})))
+
+
+def _key_json(key: dict) -> str:
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def cached_rows(paths: list[Path], key: dict, compute) -> list[dict]:
+    """Rows for ``key`` from the first JSON-lines file in ``paths`` that holds them, else
+    computed and appended to ``paths[0]`` under its lock."""
+    key_json = _key_json(key)
+    for path in paths:
+        rows = _lookup(path, key_json)
+        if rows is not None:
+            return rows
+    rows = compute()
+    target = paths[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target):
+        if _lookup(target, key_json) is None:  # another worker may have finished it meanwhile
+            append_text(target, json.dumps({"key": key_json, "rows": rows}, default=str) + "\n")
+    return rows
+
+
+def _lookup(path: Path, key_json: str) -> list[dict] | None:
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            if entry["key"] == key_json:
+                return entry["rows"]
+    return None
+
+
+def sweep(ctx: "Context", run_: Run, sw: Sweep) -> list[dict]:
+    """Rows of sweep ``sw`` on ``run_``, cached in ``<kind>_cache.jsonl`` of the stores."""
+    from .analyses import SWEEPS
+
+    if sw.kind not in SWEEPS:
+        raise ValueError(f"unknown sweep {sw.kind!r}; known: {', '.join(sorted(SWEEPS))}")
+    return cached_rows([s.cache(sw.kind) for s in ctx.stores], sw.key(run_.config_hash),
+                       lambda: SWEEPS[sw.kind](ctx, run_, **sw.params))
+
+
+def model_config_of(run_: Run):
+    return from_dict(model_config_class(run_.model), run_.model_config)
+
+
+def train_config_of(run_: Run) -> TrainConfig:
+    return from_dict(TrainConfig, run_.train_config)

@@ -1,0 +1,131 @@
+"""The campaign runner: priority order, end to end at smoke size on CPU (a second invocation
+trains nothing, the notebooks then render from the results alone), the deadline, estimates,
+and merging a window's archive."""
+import json
+
+import pytest
+
+from fmrec_lib import campaign, reports
+from fmrec_lib import context as context_module
+from fmrec_lib.context import Context
+from fmrec_lib.results import read_results
+from fmrec_lib.runs import RunSpec
+
+SMALL = {
+    "00_datasets": {"datasets": ["ml-100k"]},
+    "01_main_results": {"datasets": ["ml-100k"], "models": ["pop", "sasrec", "fmrec"], "seeds": [1997, 1998],
+                        "profile": "paper", "grid": {"lr": [1e-3, 3e-3]}},
+    "02_trajectory": {"dataset": "ml-100k", "seed": 1997, "steps": [1, 5], "users": 8},
+    "03_loss_ablation": {"dataset": "ml-100k", "seeds": [1997]},
+    "04_sampler": {"dataset": "ml-100k", "seed": 1997, "noise_scales": [0.3], "eval_seeds": [0, 1], "steps": [1, 5]},
+    "05_sensitivity": {"dataset": "ml-100k", "seed": 1997, "sweeps": {"alpha": [0.02, 0.2]}},
+    "06_open_questions": {"dataset": "ml-100k", "seed": 1997, "noise_scales": [0.3]},
+    "07_does_the_flow_matter": {"datasets": ["ml-100k"], "seeds": [1997, 1998], "deltas": [0.001, 0.5],
+                                "steps": [1, 5]},
+}
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("FMREC_DATA_DIR", str(data_dir))
+    monkeypatch.setattr(context_module, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(context_module, "LOCAL_ROOT", tmp_path / "repo" / "runs")
+    return tmp_path
+
+
+def test_priority_order(roots):
+    ctx = Context.create("smoke", "cpu", roots / "repo", progress=False)
+    jobs = campaign.plan(ctx)
+    first = jobs[0]
+    assert first.name == "ml-100k fmrec seed 1997" and first.priority[0] == 0
+    assert {"02_trajectory", "04_sampler", "06_open_questions", "07_does_the_flow_matter"} <= set(first.notebooks)
+    kinds = {s.kind for s in first.sweeps}
+    assert {"metrics", "trajectory", "noise_sensitivity", "lists"} <= kinds  # every sweep that needs that model
+    assert jobs[1].name == "beauty fmrec seed 1997"
+    ranks = [j.priority[0] for j in jobs]
+    assert ranks == sorted(ranks)  # every first seed before any later seed
+    first_seed = [j for j in jobs if j.priority[0] == 0]
+    groups = [j.priority[1] for j in first_seed]
+    assert groups == sorted(groups) and first_seed[-1].dataset == "yelp"  # Yelp after ML-100k and Beauty
+    main = [j.priority[2] for j in first_seed if j.priority[1] == 0]
+    assert main == sorted(main)  # FMRec default, then the main table, then ablations and sensitivity
+    assert any(j.model == "sasrec" and j.priority[2] == reports.TIER_MAIN for j in first_seed)
+    later = [j for j in jobs if j.priority[0] > 0 and j.model == "sasrec"]
+    assert later and all(isinstance(j.spec, reports.TunedSpec) for j in later)  # tuned on the first seed's runs
+    hashes = [j.config_hash for j in jobs if j.config_hash]
+    assert len(hashes) == len(set(hashes))  # a run several notebooks need is planned once
+
+
+@pytest.mark.slow
+def test_smoke_campaign_end_to_end_then_render_from_results_alone(roots, monkeypatch):
+    monkeypatch.setattr(reports, "DEFAULTS", SMALL)
+    out = roots / "repo"
+    archive = roots / "window" / "results-smoke.tar.gz"
+    summary = campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, archive=archive)
+    statuses = {o["status"] for o in summary["outcomes"]}
+    assert statuses == {"done"} and not summary["not_started"], summary
+    log = [json.loads(line) for line in (out / "results" / "smoke" / "campaign.log.jsonl").read_text().splitlines()]
+    trained = [e for e in log if e["event"] == "done" and e.get("trained")]
+    assert trained and all(e["s_per_epoch"] > 0 and e["epochs_run"] >= 1 and e["stop_reason"] for e in trained
+                           if e["model"] != "pop")
+    n_runs = read_results(out / "results" / "smoke" / "runs.csv")["run_id"].nunique()
+    assert n_runs == len({e["config_hash"] for e in trained})
+
+    again = campaign.run_campaign("smoke", "cpu", 900, jobs=1, output_dir=out)
+    assert again["outcomes"] == [] and again["already_done"] == len(campaign.plan(Context.create(
+        "smoke", "cpu", out, progress=False)))  # a second invocation trains nothing
+
+    # the notebooks render from the results alone: nothing may be trained or swept any more
+    import fmrec_lib.analyses as analyses
+    import fmrec_lib.runs as runs_module
+
+    monkeypatch.setattr(runs_module, "fit", lambda *a, **k: pytest.fail("a notebook retrained a run"))
+    monkeypatch.setattr(analyses, "SWEEPS", {k: (lambda *a, **kw: pytest.fail("a notebook recomputed a sweep"))
+                                             for k in analyses.SWEEPS})
+    monkeypatch.setattr(analyses, "sampling_cost", lambda *a, **k: [
+        {"label": e[0], "model": e[1], "n_model_calls": 1, "ms_per_1000_users": 1.0, "users": 1, "device": "cpu"}
+        for e in a[2]])
+    ctx = Context.create("smoke", "cpu", out, progress=False)
+    p = SMALL
+    reports.main_results(ctx, **p["01_main_results"])
+    reports.trajectory_report(ctx, **p["02_trajectory"])
+    reports.loss_ablation(ctx, **p["03_loss_ablation"])
+    reports.sampler_report(ctx, **p["04_sampler"])
+    reports.sensitivity(ctx, **p["05_sensitivity"])
+    reports.diversity_report(ctx, **p["06_open_questions"])
+    reports.profile_report(ctx, "ml-100k", 1997)
+    res = reports.flow_matters(ctx, **p["07_does_the_flow_matter"])
+    assert len(res.variants) and "ms_per_1000_users" in res.cost
+
+    # the window's archive merges into another checkout: appended once, never twice
+    other = roots / "other"
+    added = campaign.merge_archive(archive, size="smoke", output_dir=other)
+    assert added["runs"] == n_runs and added["cache_entries"] > 0 and added["per_user"] == n_runs - 0
+    assert campaign.merge_archive(archive, size="smoke", output_dir=other) == {
+        "runs": 0, "per_user": 0, "cache_entries": 0, "log_lines": 0}
+
+
+def test_the_deadline_stops_the_campaign_cleanly(roots, monkeypatch):
+    monkeypatch.setattr(reports, "DEFAULTS", SMALL)
+    summary = campaign.run_campaign("smoke", "cpu", campaign.SAFETY_S - 1, output_dir=roots / "repo")
+    assert summary["outcomes"] == [] and summary["not_started"]
+    log = (roots / "repo" / "results" / "smoke" / "campaign.log.jsonl").read_text()
+    assert '"campaign end"' in log
+
+
+def test_a_run_that_cannot_fit_is_not_started_or_gives_up_after_one_epoch(roots, monkeypatch):
+    monkeypatch.setattr(reports, "DEFAULTS", SMALL)
+    out = roots / "repo"
+    ctx = Context.create("smoke", "cpu", out, progress=False)
+    # a measured speed that cannot fit: not started
+    campaign.CampaignLog(ctx.results_dir / campaign.LOG_NAME).write(
+        "done", dataset="ml-100k", model="fmrec", device=ctx.device_label, s_per_epoch=1000.0)
+    summary = campaign.run_campaign("smoke", "cpu", 120, output_dir=out, dry_run=True)
+    fm = [p for p in summary["plan"] if p["name"].startswith("ml-100k fmrec")]
+    assert fm and all(p["estimate_s"] > 120 for p in fm)
+    # an unknown speed: the run measures its first epoch and gives up if it cannot finish
+    payload = campaign.PlannedJob("probe", RunSpec("ml-100k", "fmrec", 1, {"epochs": 10_000, "eval_every": 5000}),
+                                  [], (0,), ["x"]).payload(ctx, deadline=__import__("time").time() + 30)
+    outcome = campaign.execute_job(payload)
+    assert outcome["status"] == "does not fit" and "s per epoch" in outcome["reason"]
+    assert read_results(ctx.store.runs).empty

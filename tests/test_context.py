@@ -1,0 +1,137 @@
+"""One context for the command line, the notebooks and the campaign: shared runs, outputs
+that never touch the committed files unless asked, a checkout that stays clean."""
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+
+import fmrec_lib
+from fmrec_lib import cli, reports
+from fmrec_lib import context as context_module
+from fmrec_lib.context import Context
+from fmrec_lib.results import read_results
+from fmrec_lib.utils import REPO_ROOT
+from synthetic import cyclic_dataset, write_sequences
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    repo, local = tmp_path / "repo", tmp_path / "repo" / "runs"
+    monkeypatch.setattr(context_module, "REPO_ROOT", repo)
+    monkeypatch.setattr(context_module, "LOCAL_ROOT", local)
+    return repo, local
+
+
+def test_a_cli_run_is_reused_by_the_notebook_and_vice_versa(roots, tmp_path, capsys):
+    repo, local = roots
+    data = tmp_path / "seqs.txt"
+    write_sequences(cyclic_dataset(60), data)
+    assert cli.main(["train", "--dataset", str(data), "--size", "smoke", "--device", "cpu", "--quiet"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not trained["reused"] and (local / "results" / "smoke" / "runs.csv").exists()  # the CLI's default: runs/
+    # the notebook's function at its committed configuration writes to the repository and reuses the CLI's run
+    ctx = fmrec_lib.setup("04_sampler", "smoke", "cpu", dataset=str(data), seed=1997, noise_scales=[0.1, 0.3, 1.0],
+                          eval_seeds=[0, 1, 2], steps=[1, 2, 5, 10, 30])
+    assert ctx.output_dir == local  # a dataset other than the committed one: outputs go to runs/
+    ctx = Context.create("smoke", "cpu", None, progress=False)
+    assert ctx.output_dir == repo
+    r = ctx.run(str(data), "fmrec", 1997)
+    assert r.reused and r.config_hash == trained["config_hash"]
+    assert not (repo / "results" / "smoke" / "runs.csv").exists()  # nothing retrained, nothing recorded twice
+    # and vice versa: a run made through the notebook layer is found by the command line
+    other = ctx.run(str(data), "fmrec", 1997, alpha=0.5)
+    assert cli.main(["train", "--dataset", str(data), "--size", "smoke", "--device", "cpu", "--quiet",
+                     "--alpha", "0.5"]) == 0
+    again = capsys.readouterr()
+    assert "already finished" in again.err and json.loads(again.out.strip().splitlines()[-1])["config_hash"] == \
+        other.config_hash
+
+
+def test_the_cli_default_output_is_git_ignored():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/results/paper/runs.csv"], cwd=REPO_ROOT)
+    ckpt = subprocess.run(["git", "check-ignore", "-q", "checkpoints/quick/fmrec-0.pt"], cwd=REPO_ROOT)
+    assert ignored.returncode == 0 and ckpt.returncode == 0
+    assert context_module.LOCAL_ROOT == REPO_ROOT / "runs"
+
+
+def test_notebook_parameters_other_than_the_committed_ones_leave_committed_files_untouched(roots):
+    repo, local = roots
+    committed = fmrec_lib.setup("03_loss_ablation", "smoke", "cpu", **reports.DEFAULTS["03_loss_ablation"])
+    assert committed.output_dir == repo and committed.committed
+    custom = fmrec_lib.setup("03_loss_ablation", "smoke", "cpu", dataset="ml-100k", seeds=[1997])
+    assert custom.output_dir == local and custom.figures_dir == local / "figures" / "smoke"
+    chosen = fmrec_lib.setup("03_loss_ablation", "smoke", "cpu", "elsewhere", dataset="ml-100k", seeds=[1])
+    assert chosen.output_dir.name == "elsewhere"
+    custom.write(pd.DataFrame({"a": [1]}), "03_loss_ablation")
+    assert (local / "results" / "smoke" / "03_loss_ablation.csv").exists()
+    assert not (repo / "results").exists()
+
+
+def test_every_figure_carries_size_and_device(roots, tmp_path):
+    import matplotlib.pyplot as plt
+
+    ctx = Context.create("quick", "cpu", tmp_path / "out", progress=False)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1, 2])
+    ctx.save_figure(fig, "probe")
+    texts = [t.get_text() for t in fig.texts]
+    assert any("size: quick" in t and "3 %" in t and "cpu" in t for t in texts)
+    assert (tmp_path / "out" / "figures" / "quick" / "probe.png").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sampler-steps", "0"], "steps must be"),
+    (["--hidden", "0"], "hidden must be >= 1"),
+    (["--max-len", "0"], "max_len must be >= 1"),
+    (["--eval-every", "0"], "eval_every must be >= 1"),
+    (["--lr", "-1"], "lr must be"),
+    (["--epochs", "3", "--eval-every", "3"], "no validation would happen"),
+])
+def test_bad_settings_are_refused_before_any_training(roots, tmp_path, capsys, monkeypatch, argv, needle):
+    import fmrec_lib.train as train_module
+
+    monkeypatch.setattr(train_module, "fit", lambda *a, **k: pytest.fail("training started"))
+    data = tmp_path / "seqs.txt"
+    write_sequences(cyclic_dataset(30), data)
+    rc = cli.main(["train", "--dataset", str(data), "--size", "smoke", "--device", "cpu", "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--train-steps", "0"], ["--batch-size", "0"], ["--sample-users", "0"]])
+def test_bad_bench_settings_are_refused(tmp_path, capsys, argv):
+    data = tmp_path / "seqs.txt"
+    write_sequences(cyclic_dataset(30), data)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--dataset", str(data), "--device", "cpu", *argv])
+    assert e.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert cli.main(["train", "--dataset", str(tmp_path / "nope.csv"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.csv" in err[0] and "Traceback" not in err[0]
+    with pytest.raises(FileNotFoundError):
+        cli.main(["--debug", "train", "--dataset", str(tmp_path / "nope.csv"), "--device", "cpu"])
+
+
+def test_data_without_any_dataset_fails_with_where_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FMREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("fmrec_lib.data.registry.project_data_dir", lambda: tmp_path / "none")
+    assert cli.main(["data", "ml-100k", "beauty", "--no-download"]) == 1
+    err = capsys.readouterr().err
+    assert "looked in" in err and str(tmp_path) in err and "FMREC_DATA_DIR" in err and "no dataset could be loaded" in err
+
+
+def test_results_rows_record_fingerprint_stop_reason_and_runtime(roots, tmp_path):
+    data = tmp_path / "seqs.txt"
+    write_sequences(cyclic_dataset(40), data)
+    ctx = Context.create("smoke", "cpu", tmp_path / "out", progress=False)
+    r = ctx.run(str(data), "fmrec")
+    rows = read_results(ctx.store.runs)
+    row = rows.iloc[0]
+    assert row["fingerprint"] == ctx.dataset(str(data)).fingerprint() and row["stop_reason"] in ("patience", "max_epochs")
+    runtime = json.loads(row["runtime"])
+    assert {"tf32_matmul", "compiled", "deterministic_algorithms", "torch"} <= runtime.keys()
+    assert r.per_user_ranks() is not None and len(r.per_user_ranks()) == len(ctx.dataset(str(data)).train)

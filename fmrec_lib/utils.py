@@ -17,6 +17,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def generator_kwargs(generator: torch.Generator | None) -> dict:
+    """``{"generator": generator}``, or no keyword at all for the global generator.
+
+    ``torch.rand(..., generator=None)`` is not the same call as ``torch.rand(...)`` to
+    torch.compile: the explicit keyword selects the ``*.generator`` overloads, which cannot be
+    traced with a symbolic size (the recompilation for an epoch's last, smaller batch)."""
+    return {} if generator is None else {"generator": generator}
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -81,19 +81,19 @@ def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
 
 
 def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import fmrec_lib.models.fmrec as fmrec_module
+    from fmrec_lib.models import FMRec
 
-    real = fmrec_module.balanced_reconstruction_loss
+    real = FMRec.reconstruction_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         value = real(*args, **kwargs)
-        return value * float("nan") if calls["n"] > 28 else value  # 14 batches per epoch: from epoch 3 on
+        return value * float("nan") if calls["n"] > 33 else value  # 14 batches per epoch: from epoch 3, batch 5 on
 
-    monkeypatch.setattr(fmrec_module, "balanced_reconstruction_loss", poisoned)
+    monkeypatch.setattr(FMRec, "reconstruction_loss", poisoned)
     ds = cyclic_dataset()
-    with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan from batch 5 on"):
         fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=tmp_path / "runs.csv", progress=False)
     assert load_checkpoint(_resume_file(tmp_path))["epoch"] == 2  # the first validation follows epoch 2

@@ -6,7 +6,8 @@ and test the last model that set a best. The validation schedule follows the pro
 paper profile validates after epochs 21, 41, ..., 481 as the authors' counter does (never at
 500); the clean profile after 20, 40, ..., 500. The reported validation metrics are those of
 the selected model (not the best value of each metric over all validations). The hot loop has no host sync: loss terms are summed
-on the device and read once per epoch, which is also when a NaN or infinite loss is caught.
+on the device in one buffer (:class:`LossTracker`) and read once per epoch, which is also when a NaN or infinite loss is
+caught. The evaluation inputs go to the device once per run.
 """
 from __future__ import annotations
 
@@ -29,9 +30,14 @@ from .metrics import EvalProtocol, evaluate
 from .models import build_model, model_config_class
 from .models.base import Recommender
 from .results import DEFAULT_RESULTS, append_rows
-from .utils import device_name, git_commit, resolve_device, seed_everything
+from .utils import configure_precision, device_name, git_commit, resolve_device, runtime_info, seed_everything
 
 log = logging.getLogger(__name__)
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# TrainConfig fields that change speed, not the numbers a run should produce: left out of the run hash.
+SPEED_FIELDS = ("fused_adam", "tf32", "amp_bf16", "compile", "compile_mode", "eval_batch_size")
 
 
 @dataclass
@@ -55,9 +61,11 @@ class TrainConfig:
     max_users: int | None = None  # a deterministic subset of users, for quick runs
     last_k_samples: int | None = None  # train on each user's k most recent prefixes only (quick runs)
     fused_adam: bool = False
-    tf32: bool = False
+    tf32: bool = False  # set both ways at the start of every run (utils.configure_precision)
     amp_bf16: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile of the loss, static shapes (compile_loss)
+    # torch.compile's mode when compile is on; "reduce-overhead" captures CUDA graphs (untested on GPU here)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_every", "patience", "eval_batch_size"):
@@ -67,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.eval_schedule not in ("auto", "authors", "regular"):
             raise ValueError(f"eval_schedule must be 'auto', 'authors' or 'regular', got {self.eval_schedule!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 
     def resolved(self, profile: str) -> "TrainConfig":
         """This config with ``eval_schedule="auto"`` resolved for a model profile."""
@@ -104,35 +114,89 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     protocol: str = ""
     n_model_calls: int = 1
+    runtime: dict = field(default_factory=dict)  # utils.runtime_info: precision, compilation, determinism
 
     def summary(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "model": self.model, "profile": self.profile, "config_hash": self.config_hash,
                 "seed": self.train_config["seed"], "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
                 "device": self.device, "wall_time_s": round(self.wall_time_s, 2),
                 "model_config": self.model_config, "train_config": self.train_config,
-                "val": self.val, **self.test}
+                "runtime": self.runtime, "val": self.val, **self.test}
 
 
 def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
     """Identifies a run: what changes its numbers (not the speed flags of the train config)."""
     from .models import MODELS
 
-    speed = {"fused_adam", "tf32", "amp_bf16", "compile", "eval_batch_size"}
-    train = {k: v for k, v in asdict(train_config.resolved(model_config.profile)).items() if k not in speed}
+    train = {k: v for k, v in asdict(train_config.resolved(model_config.profile)).items() if k not in SPEED_FIELDS}
+    model_speed = getattr(model_config, "SPEED_FIELDS", ())  # e.g. FMRec's rec_loss: the same function, faster
+    model_cfg = {k: v for k, v in asdict(model_config).items() if k not in model_speed}
     return config_hash({"dataset": dataset.name, "users": len(dataset.train), "items": dataset.num_items,
                         "model": model, "model_version": MODELS[model][0].version,
-                        "model_config": asdict(model_config), "train": train, "amp_bf16": train_config.amp_bf16})
+                        "model_config": model_cfg, "train": train, "amp_bf16": train_config.amp_bf16})
+
+
+def compile_loss(loss_fn: Callable, mode: str = "default") -> Callable:
+    """``torch.compile`` of a model's loss with static shapes.
+
+    An epoch has two batch sizes, the full one and the last, smaller one. ``dynamic=False``
+    compiles one graph for each, specialised to its size (the fastest kernels, and the fixed
+    shapes CUDA graphs need), instead of recompiling at the first small batch with a symbolic
+    batch size. The models also trace with a symbolic batch size (tests/test_train.py)."""
+    return torch.compile(loss_fn, dynamic=False, mode=mode)
+
+
+class LossTracker:
+    """An epoch's loss terms summed on the device in one buffer and read with one host sync.
+
+    ``update`` stacks a batch's terms into a (T,) tensor and adds it in place; ``finite_batches``
+    (T,) counts, per term, the batches after which its running sum was still finite. A NaN or
+    infinite value keeps the sum non-finite from then on (it absorbs finite values), so for a
+    non-finite sum that count is the index of the first batch where the term was NaN or infinite."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None  # (T,) float32
+        self.finite_batches: torch.Tensor | None = None  # (T,) int64
+        self.n_batches = 0
+
+    def update(self, terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float() for v in terms.values()])  # (T,)
+        if self.sums is None:
+            self.names = list(terms)
+            self.sums = torch.zeros_like(values)
+            self.finite_batches = torch.zeros(values.shape, dtype=torch.int64, device=values.device)
+        elif list(terms) != self.names:
+            raise ValueError(f"loss terms changed within an epoch: {list(terms)} after {self.names}")
+        self.sums += values
+        self.finite_batches += torch.isfinite(self.sums)
+        self.n_batches += 1
+
+    def read(self) -> tuple[dict[str, float], dict[str, int | None]]:
+        """Epoch means per term, and per term the first batch (0-based) where it was not finite
+        (None while finite). The epoch's one host sync."""
+        sums, finite = torch.cat([self.sums, self.finite_batches.to(self.sums.dtype)]).cpu().view(2, -1).tolist()
+        means = {k: v / self.n_batches for k, v in zip(self.names, sums)}
+        first_bad = {k: (None if math.isfinite(v) else int(f)) for k, v, f in zip(self.names, sums, finite)}
+        return means, first_bad
 
 
 def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
                    batch_size: int = 1024, protocol: EvalProtocol | None = None, progress: bool = False,
-                   **score_options) -> dict[str, float]:
+                   data: tuple[torch.Tensor, torch.Tensor] | None = None, **score_options) -> dict[str, float]:
     """Full-ranking metrics of a model on ``split``; evaluation noise from a generator seeded
-    with ``seed`` on the model's device, so the same model and seed give the same numbers."""
+    with ``seed`` on the model's device, so the same model and seed give the same numbers.
+
+    ``data``: the split's checked inputs (U, L) and targets (U,) already on the model's device
+    (``fit`` prepares them once per run); by default they are built from the dataset. The
+    batch size matters to the numbers of a model with noise: it decides which draws of the
+    generator each user gets."""
     device = next(model.parameters(), torch.empty(0)).device
     protocol = protocol or EvalProtocol.for_profile(model.config.profile)
-    inputs, targets = dataset.eval_inputs(split, model.config.max_len)
-    model.check_inputs(inputs)
+    if data is None:
+        data = dataset.eval_inputs(split, model.config.max_len)
+        model.check_inputs(data[0])
+    inputs, targets = data
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -231,9 +295,7 @@ def fit(
                          f"{tc.eval_schedule!r} schedule (the authors' first validation follows epoch eval_every + 1)")
     dataset = dataset.subset(tc.max_users)
     device = resolve_device(device)
-    if tc.tf32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_precision(tc.tf32)
     run_hash = run_config_hash(dataset, model, mc, tc)
 
     seed_everything(tc.seed)
@@ -245,10 +307,18 @@ def fit(
     best_epoch, bad_evals, start_epoch = 0, 0, 0
     best_state = None
     shuffle = torch.Generator().manual_seed(tc.seed)
+    eval_data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def evaluate_split(split: str) -> dict[str, float]:
+        if split not in eval_data:  # built, checked and moved to the device once per run
+            split_inputs, split_targets = dataset.eval_inputs(split, mc.max_len)
+            net.check_inputs(split_inputs)
+            eval_data[split] = (split_inputs.to(device), split_targets.to(device))
+        return evaluate_model(net, dataset, split, seed=tc.eval_seed, batch_size=tc.eval_batch_size,
+                              protocol=protocol, data=eval_data[split])
 
     if not net.trainable:
-        val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
-        test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+        val, test = evaluate_split("val"), evaluate_split("test")
         return _finish(dataset, model, mc, tc, run_hash, val, test, 0, 0, t_start, device, history, protocol, net,
                        results_path)
 
@@ -277,7 +347,8 @@ def fit(
             t_start -= ckpt.get("wall_time_s", 0.0)  # wall time counts the interrupted part too
             log.info("resumed %s at epoch %d (best epoch %d)", ckpt_path, start_epoch, best_epoch)
 
-    loss_fn = torch.compile(net.loss) if tc.compile else net.loss
+    loss_fn = compile_loss(net.loss, tc.compile_mode) if tc.compile else net.loss
+    mark_step = tc.compile and tc.compile_mode == "reduce-overhead"  # CUDA graphs: outputs are reused per step
     n = len(targets)
     n_batches = math.ceil(n / tc.batch_size)
     stopped = bad_evals >= tc.patience
@@ -290,32 +361,29 @@ def fit(
         epoch += 1
         net.train()
         perm = torch.randperm(n, generator=shuffle).to(device)
-        sums: dict[str, torch.Tensor] = {}
-        first_bad: dict[str, torch.Tensor] = {}  # first batch where each term was not finite (on the device)
+        tracker = LossTracker()
         for b in range(n_batches):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+            if mark_step:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp_bf16):
                 terms = loss_fn(inputs[idx], targets[idx])
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
-            for k, v in terms.items():
-                v = v.detach().float()
-                sums[k] = sums.get(k, 0) + v
-                bad_here = torch.where(torch.isfinite(v), math.inf, float(b))
-                first_bad[k] = torch.minimum(first_bad[k], bad_here) if k in first_bad else bad_here
+            tracker.update(terms)
         scheduler.step()
-        means = {k: float(v) / n_batches for k, v in sums.items()}  # the epoch's one host sync
+        means, first_bad = tracker.read()  # the epoch's one host sync
         if not all(math.isfinite(v) for v in means.values()):
-            first = {k: float(v) for k, v in first_bad.items() if k != "loss"}
-            term = min(first, key=first.get) if first and math.isfinite(min(first.values())) else "loss"
+            bad = {k: v for k, v in first_bad.items() if k != "loss" and v is not None}
+            term = min(bad, key=bad.get) if bad else "loss"
             where = f"; the last checkpoint ({ckpt_path}) is kept" if ckpt_path else ""
             raise NonFiniteLossError(
-                f"epoch {epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
+                f"epoch {epoch}: loss term {term!r} is {means[term]} from batch {first_bad[term]} on "
                 f"(epoch means: {means}){where}")
         record = {"epoch": epoch, **{f"loss_{k}": v for k, v in means.items()}}
         if tc.validates_after(epoch):
-            val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+            val = evaluate_split("val")
             record.update({f"val_{k}": v for k, v in val.items()})
             improved = [k for k, v in val.items() if v > best.get(k, -math.inf)]
             if improved:
@@ -354,7 +422,7 @@ def fit(
                       "train_config": asdict(tc), "config_hash": run_hash, "num_items": dataset.num_items,
                       "best_epoch": best_epoch}, best_model_path(checkpoint_dir, model, run_hash))
     val = dict(selected_val)
-    test = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol)
+    test = evaluate_split("test")
     return _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epoch, t_start, device, history,
                    protocol, net, results_path)
 
@@ -365,7 +433,9 @@ def _finish(dataset, model, mc, tc, run_hash, val, test, best_epoch, epochs_run,
                        train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
                        epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start,
                        device=device_name(device), history=history, protocol=str(protocol),
-                       n_model_calls=net.n_model_calls())
+                       n_model_calls=net.n_model_calls(),
+                       runtime=runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode,
+                                            amp_bf16=tc.amp_bf16))
     if results_path is not None:
         append_rows(result_rows(result), results_path)
     return result
@@ -379,6 +449,7 @@ def result_rows(result: RunResult) -> list[dict]:
               "profile": result.profile, "seed": result.train_config["seed"], "epochs_run": result.epochs_run,
               "best_epoch": result.best_epoch, "n_model_calls": result.n_model_calls, "device": result.device,
               "torch": torch.__version__, "wall_time_s": round(result.wall_time_s, 2), "commit": git_commit(),
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "protocol": result.protocol, "config": config}
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "protocol": result.protocol, "config": config,
+              "runtime": json.dumps(result.runtime, sort_keys=True)}
     return [{**common, "split": split, "metric": name, "value": value}
             for split, metrics in (("val", result.val), ("test", result.test)) for name, value in metrics.items()]

@@ -41,6 +41,35 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def configure_precision(tf32: bool) -> dict:
+    """Set float32 matmul and cuDNN precision for a run, both ways, and return the state.
+
+    Without this a TF32 run would leave TF32 on for every later run in the process (and
+    cuDNN allows TF32 by default). ``tf32=False``: IEEE float32 everywhere; ``tf32=True``:
+    TF32 tensor cores for CUDA matmuls and cuDNN; CPU (oneDNN) matmuls stay IEEE either way.
+    """
+    torch.set_float32_matmul_precision("highest")  # CUDA and oneDNN matmuls back to IEEE float32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return precision_state()
+
+
+def precision_state() -> dict:
+    """The process-wide float32 precision settings in force now."""
+    return {"tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def runtime_info(device: torch.device, *, compiled: bool = False, compile_mode: str | None = None,
+                 amp_bf16: bool = False) -> dict:
+    """How a run executed (precision, compilation, determinism, versions), for its results rows."""
+    return {**precision_state(), "amp_bf16": amp_bf16, "compiled": compiled,
+            "compile_mode": compile_mode if compiled else None,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "device": device_name(device)}
+
+
 def git_commit() -> str:
     """Short commit of the working tree, ``-dirty`` when it has uncommitted changes."""
     env = os.environ.get("FMREC_COMMIT")

@@ -232,8 +232,8 @@ def test_loss_tracker_sums_on_the_device_and_finds_the_first_bad_batch():
     assert finite.read() == ({"ce": 1.0, "loss": 2.0}, {"ce": None, "loss": None})
 
 
-@pytest.mark.parametrize("name", ["fmrec", "diffurec"])
-def test_losses_trace_with_a_symbolic_batch_size(name):
+@pytest.mark.parametrize("name,overrides", [("fmrec", {}), ("fmrec", {"rec_loss": "sparse"}), ("diffurec", {})])
+def test_losses_trace_with_a_symbolic_batch_size(name, overrides):
     """What torch.compile does at an epoch's last, smaller batch when shapes are dynamic; a
     random call passing ``generator=None`` explicitly cannot be traced then."""
     from fmrec_lib.models import build_model, model_config_class
@@ -241,6 +241,7 @@ def test_losses_trace_with_a_symbolic_batch_size(name):
     ds = cyclic_dataset(12)
     x, y = ds.training_samples(8)
     cfg = dict(TINY_FMREC, hidden=16) if name == "fmrec" else dict(hidden=16, heads=2, max_len=8, diffusion_steps=4)
+    cfg.update(overrides)
     torch._dynamo.reset()
     net = build_model(name, ds, model_config_class(name)(**cfg))
     loss = torch.compile(net.loss, backend="eager", dynamic=True)

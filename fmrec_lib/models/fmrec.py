@@ -57,9 +57,11 @@ class FMRecConfig:
     attention: Literal["sdpa", "math"] = "sdpa"
     ffn_dropout: bool = True  # dropout between the FFN's GELU and its second matrix, as in the authors' code
     init: Literal["xavier-zero-bias", "xavier", "torch"] = "xavier-zero-bias"  # the authors' initialisation
-    # "sparse": the reconstructor's output layer is evaluated only at the cells the balanced loss
-    # reads (the same cells, the same function up to float round-off); "dense": all B x (N + 1).
-    rec_loss: Literal["sparse", "dense"] = "sparse"
+    # "dense": the reconstructor's output layer for all B x (N + 1) cells; "sparse": only at the
+    # cells the balanced loss reads (the same cells and function up to float round-off). Sparse
+    # trades a GEMM for gathers of (2 B L, 2048) rows: slower in eager CPU runs, on Beauty too
+    # (NOTES_speed.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
+    rec_loss: Literal["dense", "sparse"] = "dense"
 
     # Fields that change speed, not the function computed: left out of the run hash.
     SPEED_FIELDS = ("rec_loss",)

@@ -9,7 +9,7 @@ import torch
 from .config import from_dict
 from .data import SequentialDataset
 from .models import build_model, model_config_class
-from .utils import device_name, resolve_device, seed_everything
+from .utils import configure_precision, device_name, resolve_device, runtime_info, seed_everything
 
 
 def _sync(device: torch.device) -> None:
@@ -20,38 +20,51 @@ def _sync(device: torch.device) -> None:
 def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config: dict | None = None,
               device: str = "auto", batch_size: int = 512, train_steps: int = 20, warmup: int = 3,
               sample_users: int | None = None, eval_batch_size: int = 1024, fused_adam: bool = False,
-              amp_bf16: bool = False, compile: bool = False, tf32: bool = False, seed: int = 1997) -> dict:
+              amp_bf16: bool = False, compile: bool = False, compile_mode: str = "default", tf32: bool = False,
+              seed: int = 1997) -> dict:
     """Time ``train_steps`` optimiser steps at ``batch_size`` and one full generation pass
-    (the configured sampler, 30 Euler steps by default) over ``sample_users`` users (all by default)."""
+    (the configured sampler, 30 Euler steps by default) over ``sample_users`` users (all by default).
+
+    Before the timed steps: ``warmup`` full steps (with ``compile``, the first one compiles),
+    then one step with the epoch's last, smaller batch (``len(samples) % batch_size``, or half a
+    batch), as every epoch of ``fit`` has: a second graph under ``compile``, timed on its own."""
+    from .train import compile_loss
+
     device = resolve_device(device)
-    if tf32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    configure_precision(tf32)
     seed_everything(seed)
     mc = from_dict(model_config_class(model), model_config or {})
     net = build_model(model, dataset, mc).to(device)
     inputs, targets = dataset.training_samples(mc.max_len)
     inputs, targets = inputs.to(device), targets.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **({"fused": True} if fused_adam and device.type == "cuda" else {}))
-    loss_fn = torch.compile(net.loss) if compile else net.loss
-    perm = torch.randperm(len(targets), device=device)
+    loss_fn = compile_loss(net.loss, compile_mode) if compile else net.loss
+    n = len(targets)
+    perm = torch.randperm(n, device=device)
+    partial = n % batch_size or max(1, batch_size // 2)
 
-    def step(i: int) -> None:
-        idx = perm[(i * batch_size) % max(1, len(targets) - batch_size):][:batch_size]
+    def step(i: int, size: int = batch_size) -> None:
+        start = (i * batch_size) % max(1, n - size)
+        idx = perm[start:start + size]
+        if compile and compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
             loss = loss_fn(inputs[idx], targets[idx])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
+    def timed(fn) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t0
+
     net.train()
-    for i in range(warmup):
-        step(i)
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(train_steps):
-        step(i)
-    _sync(device)
-    train_s = time.perf_counter() - t0
+    warmup_s = timed(lambda: [step(i) for i in range(warmup)])
+    partial_s = timed(lambda: step(warmup, partial))
+    train_s = timed(lambda: [step(warmup + 1 + i) for i in range(train_steps)])
     samples_per_s = train_steps * batch_size / train_s
 
     hist, _ = dataset.eval_inputs("test", mc.max_len)
@@ -69,11 +82,14 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     return {
         "dataset": dataset.name, "model": model, "profile": mc.profile, "device": device_name(device),
         "torch": torch.__version__, "batch_size": batch_size, "train_steps": train_steps,
-        "flags": {"fused_adam": fused_adam, "amp_bf16": amp_bf16, "compile": compile, "tf32": tf32,
-                  "attention": getattr(mc, "attention", None)},
-        "train_samples_per_epoch": len(targets), "samples_per_s": round(samples_per_s, 1),
-        "s_per_epoch": round(len(targets) / samples_per_s, 3),
+        "flags": {"fused_adam": fused_adam, "amp_bf16": amp_bf16, "compile": compile, "compile_mode": compile_mode,
+                  "tf32": tf32, "attention": getattr(mc, "attention", None), "rec_loss": getattr(mc, "rec_loss", None)},
+        "train_samples_per_epoch": n, "samples_per_s": round(samples_per_s, 1),
+        "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(n / samples_per_s, 3),
+        "warmup_steps": warmup, "warmup_s": round(warmup_s, 3),
+        "partial_batch_size": partial, "partial_step_s": round(partial_s, 3),
         "sample_users": len(hist), "model_calls_per_user": net.n_model_calls(),
         "sampling_s": round(sample_s, 3), "users_per_s": round(len(hist) / sample_s, 1),
+        "runtime": runtime_info(device, compiled=compile, compile_mode=compile_mode, amp_bf16=amp_bf16),
         "model_config": asdict(mc),
     }

@@ -170,22 +170,54 @@ def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
 
 # -- bench -----------------------------------------------------------------------------------
 
+BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
+
+
 def _cmd_bench(args, model_fields: list[str]) -> int:
+    """Time training and sampling; each ``--variant`` (model-config fields and speed flags,
+    ``key=value,...``) is timed in turn in this one process, so the numbers compare."""
     from .bench import benchmark
+    from .config import from_dict
+    from .models import model_config_class
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users, fmt=args.format)
     model_config = _collect(args, model_fields)
-    report = benchmark(ds, model=args.model, model_config=model_config, device=args.device,
-                       batch_size=args.batch_size, train_steps=args.train_steps, sample_users=args.sample_users,
-                       fused_adam=args.fused_adam, amp_bf16=args.amp_bf16, compile=args.compile, tf32=args.tf32)
-    print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
-          f"torch {report['torch']}, flags {report['flags']}")
-    print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
-          f"-> {report['s_per_epoch']:.2f} s per epoch ({report['train_samples_per_epoch']} samples)")
-    print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "
-          f"{report['sample_users']} users in {report['sampling_s']:.2f} s)")
-    print(json.dumps({k: v for k, v in report.items() if k != "model_config"}, default=str))
+    base_flags = {k: getattr(args, k) for k in BENCH_FLAGS}
+    variants = [(v, _parse_overrides(v)) for v in args.variant or [""]]
+    for _, overrides in variants:  # unknown keys fail before any timing
+        from_dict(model_config_class(args.model), {**model_config, **{k: v for k, v in overrides.items()
+                                                                      if k not in BENCH_FLAGS}})
+    for variant, overrides in variants:
+        flags = {**base_flags, **{k: v for k, v in overrides.items() if k in BENCH_FLAGS}}
+        config = {**model_config, **{k: v for k, v in overrides.items() if k not in BENCH_FLAGS}}
+        report = benchmark(ds, model=args.model, model_config=config, device=args.device, batch_size=args.batch_size,
+                           train_steps=args.train_steps, warmup=args.warmup, sample_users=args.sample_users, **flags)
+        print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
+              f"torch {report['torch']}, flags {report['flags']}" + (f", variant {variant}" if variant else ""),
+              file=sys.stderr)
+        print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
+              f"({report['ms_per_step']:.1f} ms per step) -> {report['s_per_epoch']:.2f} s per epoch "
+              f"({report['train_samples_per_epoch']} samples); warm-up {report['warmup_s']:.2f} s, "
+              f"last batch of {report['partial_batch_size']}: {report['partial_step_s']:.2f} s", file=sys.stderr)
+        print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "
+              f"{report['sample_users']} users in {report['sampling_s']:.2f} s)", file=sys.stderr)
+        print(json.dumps({**{k: v for k, v in report.items() if k != "model_config"}, "variant": variant}, default=str),
+              flush=True)
     return 0
+
+
+def _parse_overrides(text: str) -> dict:
+    """``"rec_loss=dense,alpha=0.1"`` -> ``{"rec_loss": "dense", "alpha": 0.1}`` (JSON values, else strings)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"a variant is key=value[,key=value...], got {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 # -- campaign and merge -------------------------------------------------------------------------
@@ -280,8 +312,13 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
             p.add_argument("--batch-size", type=positive_int, default=512)
             p.add_argument("--train-steps", type=positive_int, default=20, help="timed training steps")
             p.add_argument("--sample-users", type=positive_int, default=None, help="users to sample for (default: all)")
+            p.add_argument("--warmup", type=positive_int, default=3, help="untimed full steps first (compilation)")
             for flag in ("fused-adam", "amp-bf16", "compile", "tf32"):
                 p.add_argument(f"--{flag}", action="store_true")
+            p.add_argument("--compile-mode", default="default", help="torch.compile mode with --compile")
+            p.add_argument("--variant", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
+                           help="model-config fields and speed flags timed in turn in this process (repeatable), "
+                                "e.g. --variant tf32=true,fused_adam=true --variant compile=true")
     return parser, fields
 
 

@@ -68,8 +68,30 @@ def append_rows(rows: list[dict], path: str | Path) -> Path:
 
 
 def _append_unlocked(rows: list[dict], path: Path) -> None:
+    """Append formatted rows; a file written before the last columns existed is first rewritten
+    (atomically) with them, empty for its old rows, so columns never shift."""
+    exists = path.exists() and path.stat().st_size > 0
+    if exists and _header(path) != COLUMNS:
+        _upgrade(path)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    append_text(path, frame.to_csv(index=False, header=not path.exists() or path.stat().st_size == 0))
+    append_text(path, frame.to_csv(index=False, header=not exists))
+
+
+def _header(path: Path) -> list[str]:
+    return list(pd.read_csv(path, nrows=0).columns)
+
+
+def _upgrade(path: Path) -> None:
+    """Rewrite a results file whose columns are a prefix of COLUMNS with all of them."""
+    header = _header(path)
+    if header != COLUMNS[:len(header)]:
+        raise ValueError(f"{path} has columns {header}, not a prefix of {COLUMNS}: refusing to append")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)  # the old cells verbatim
+    text.reindex(columns=COLUMNS, fill_value="").to_csv(tmp, index=False)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def read_results(path: str | Path) -> pd.DataFrame:

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from .utils import generator_kwargs
+
 TIME_EPS = 1e-3
 
 
@@ -35,9 +37,9 @@ def sample_time(name: str, n: int, *, eps: float = TIME_EPS, device=None, genera
                 logit_mean: float = 1.0, logit_std: float = 0.6, mode_scale: float = 1.0) -> torch.Tensor:
     """Draw n times (n,) in [eps, 1] with the named sampler."""
     if name == "logit-normal":
-        t = torch.sigmoid(logit_mean + logit_std * torch.randn(n, device=device, generator=generator))
+        t = torch.sigmoid(logit_mean + logit_std * torch.randn(n, device=device, **generator_kwargs(generator)))
     elif name in SAMPLERS:
-        u = torch.rand(n, device=device, generator=generator)
+        u = torch.rand(n, device=device, **generator_kwargs(generator))
         t = mode(u, mode_scale) if name == "mode" else SAMPLERS[name](u)
     else:
         raise ValueError(f"unknown time sampler {name!r}; known: {', '.join(NAMES)}")

@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -37,6 +37,7 @@ from .utils import configure_precision, device_name, resolve_device, runtime_inf
 log = logging.getLogger(__name__)
 
 LISTS_K = 10  # length of the top-k lists whose beyond-accuracy measures every run records
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -59,12 +60,15 @@ class TrainConfig:
     last_k_samples: int | None = None  # train on each user's k most recent prefixes only (quick runs)
     eval_batch_size: int = 1024
     fused_adam: bool = False
-    tf32: bool = False
+    tf32: bool = False  # set both ways at the start of every run (utils.configure_precision)
     amp_bf16: bool = False
-    compile: bool = False
+    compile: bool = False  # torch.compile of the loss, static shapes (compile_loss)
+    # torch.compile's mode when compile is on; "reduce-overhead" captures CUDA graphs
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
 
-    # Settings that change speed, not numbers: left out of the run's identity.
-    SPEED_FIELDS = ("eval_batch_size", "fused_adam", "tf32", "compile")
+    # Settings that change speed, not numbers: left out of the run's identity. (The evaluation
+    # batch size is not one of them: it decides which evaluation noise each user gets.)
+    SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("fused_adam", "tf32", "compile", "compile_mode")
 
     def __post_init__(self):
         check_settings(self, positive=("epochs", "batch_size", "lr_step", "eval_every", "patience", "eval_batch_size"),
@@ -75,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.last_k_samples must be >= 1 or None, got {self.last_k_samples}")
         if self.eval_schedule not in ("auto", "authors", "regular"):
             raise ValueError(f"eval_schedule must be 'auto', 'authors' or 'regular', got {self.eval_schedule!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
 
     def resolved(self, profile: str) -> "TrainConfig":
         """This config with ``eval_schedule="auto"`` resolved for a model profile."""
@@ -130,6 +136,51 @@ class RunResult:
                 "val": self.val, **self.test}
 
 
+def compile_loss(loss_fn: Callable, mode: str = "default") -> Callable:
+    """``torch.compile`` of a model's loss with static shapes.
+
+    An epoch has two batch sizes, the full one and the last, smaller one. ``dynamic=False``
+    compiles one graph for each, specialised to its size (the fastest kernels, and the fixed
+    shapes CUDA graphs need), instead of recompiling at the first small batch with a symbolic
+    batch size. The models also trace with a symbolic batch size (tests/test_train.py)."""
+    return torch.compile(loss_fn, dynamic=False, mode=mode)
+
+
+class LossTracker:
+    """An epoch's loss terms summed on the device in one buffer and read with one host sync.
+
+    ``update`` stacks a batch's terms into a (T,) tensor and adds it in place; ``finite_batches``
+    (T,) counts, per term, the batches after which its running sum was still finite. A NaN or
+    infinite value keeps the sum non-finite from then on (it absorbs finite values), so for a
+    non-finite sum that count is the index of the first batch where the term was NaN or infinite."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None  # (T,) float32
+        self.finite_batches: torch.Tensor | None = None  # (T,) int64
+        self.n_batches = 0
+
+    def update(self, terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.detach().float() for v in terms.values()])  # (T,)
+        if self.sums is None:
+            self.names = list(terms)
+            self.sums = torch.zeros_like(values)
+            self.finite_batches = torch.zeros(values.shape, dtype=torch.int64, device=values.device)
+        elif list(terms) != self.names:
+            raise ValueError(f"loss terms changed within an epoch: {list(terms)} after {self.names}")
+        self.sums += values
+        self.finite_batches += torch.isfinite(self.sums)
+        self.n_batches += 1
+
+    def read(self) -> tuple[dict[str, float], dict[str, int | None]]:
+        """Epoch means per term, and per term the first batch (0-based) where it was not finite
+        (None while finite). The epoch's one host sync."""
+        sums, finite = torch.cat([self.sums, self.finite_batches.to(self.sums.dtype)]).cpu().view(2, -1).tolist()
+        means = {k: v / self.n_batches for k, v in zip(self.names, sums)}
+        first_bad = {k: (None if math.isfinite(v) else int(f)) for k, v, f in zip(self.names, sums, finite)}
+        return means, first_bad
+
+
 def resolve_configs(model: str, model_config: dict | Any | None, train_config: dict | TrainConfig | None):
     """Typed (model config, train config) with the validation schedule resolved for the profile.
     Unknown keys and impossible values fail here, before any work is spent."""
@@ -148,8 +199,17 @@ def run_identity(dataset: SequentialDataset, model: str, model_config, train_con
     its code version and config, and the train config without its speed-only fields."""
     tc = train_config.resolved(getattr(model_config, "profile", "paper"))
     train = {k: v for k, v in asdict(tc).items() if k not in TrainConfig.SPEED_FIELDS}
+    model_speed = getattr(model_config, "SPEED_FIELDS", ())  # e.g. FMRec's rec_loss: the same function, faster
+    mc = {k: v for k, v in asdict(model_config).items() if k not in model_speed}
     return {"data": dataset.fingerprint(), "model": model, "model_version": MODELS[model][0].version,
-            "model_config": asdict(model_config), "train": train}
+            "model_config": _without_neutral(mc, type(model_config)), "train": _without_neutral(train, TrainConfig)}
+
+
+def _without_neutral(values: dict, cls) -> dict:
+    """Drop fields added after runs were recorded while they hold the value that reproduces the
+    old behaviour (``cls.HASH_NEUTRAL``: name -> value), so adding a field keeps old hashes."""
+    neutral = getattr(cls, "HASH_NEUTRAL", {})
+    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
 
 
 def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
@@ -305,8 +365,8 @@ def fit(
                            epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start, device=device_name(device),
                            history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
                            fingerprint=dataset.fingerprint(), stop_reason=stop_reason,
-                           runtime=runtime_info(device, compiled=tc.compile, amp_bf16=tc.amp_bf16,
-                                                fused_adam=tc.fused_adam and device.type == "cuda"),
+                           runtime=runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode,
+                                                amp_bf16=tc.amp_bf16),
                            test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
         if results_path is not None:
             from .results import record_run
@@ -357,7 +417,8 @@ class _Trainer:
         self.optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                           **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
-        self.loss_fn = torch.compile(net.loss) if tc.compile else net.loss
+        self.loss_fn = compile_loss(net.loss, tc.compile_mode) if tc.compile else net.loss
+        self.mark_step = tc.compile and tc.compile_mode == "reduce-overhead"  # CUDA graphs reuse outputs per step
         self.shuffle = torch.Generator().manual_seed(tc.seed)
         self.selection = _Selection()
         self.history: list[dict] = []
@@ -435,30 +496,27 @@ class _Trainer:
         tc, net = self.tc, self.net
         net.train()
         perm = torch.randperm(len(self.targets), generator=self.shuffle).to(self.device)
-        sums: dict[str, torch.Tensor] = {}
-        first_bad: dict[str, torch.Tensor] = {}  # first batch where each term was not finite (on the device)
+        tracker = LossTracker()
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp_bf16 else nullcontext())
         for b in range(n_batches):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+            if self.mark_step:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 terms = self.loss_fn(self.inputs[idx], self.targets[idx])
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
-            for k, v in terms.items():
-                v = v.detach().float()
-                sums[k] = sums.get(k, 0) + v
-                bad_here = torch.where(torch.isfinite(v), math.inf, float(b))
-                first_bad[k] = torch.minimum(first_bad[k], bad_here) if k in first_bad else bad_here
+            tracker.update(terms)
             if bar is not None:
                 bar.update(1)
         self.scheduler.step()
-        means = {k: float(v) / n_batches for k, v in sums.items()}  # the epoch's one host sync
+        means, first_bad = tracker.read()  # the epoch's one host sync
         if not all(math.isfinite(v) for v in means.values()):
-            first = {k: float(v) for k, v in first_bad.items() if k != "loss"}
-            term = min(first, key=first.get) if first and math.isfinite(min(first.values())) else "loss"
+            bad = {k: v for k, v in first_bad.items() if k != "loss" and v is not None}
+            term = min(bad, key=bad.get) if bad else "loss"
             raise NonFiniteLossError(
-                f"epoch {self.epoch}: loss term {term!r} is {means[term]} from batch {int(first_bad[term])} on "
+                f"epoch {self.epoch}: loss term {term!r} is {means[term]} from batch {first_bad[term]} on "
                 f"(epoch means: {means}); the last checkpoint is kept")
         return means
 

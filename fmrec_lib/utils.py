@@ -17,6 +17,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def generator_kwargs(generator: torch.Generator | None) -> dict:
+    """``{"generator": generator}``, or no keyword at all for the global generator.
+
+    ``torch.rand(..., generator=None)`` is not the same call as ``torch.rand(...)`` to
+    torch.compile: the explicit keyword selects the ``*.generator`` overloads, which cannot be
+    traced with a symbolic size (the recompilation for an epoch's last, smaller batch)."""
+    return {} if generator is None else {"generator": generator}
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -26,32 +35,39 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def configure_precision(tf32: bool) -> dict:
-    """Set float32 matmul precision for this run, both ways: a TF32 run never leaves TF32 on
-    for the next run in the same process. Returns the settings now in force."""
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    return precision_state()
-
-
-def precision_state() -> dict:
-    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
-
-
-def runtime_info(device: torch.device, **flags) -> dict:
-    """How a run was computed (recorded with every result): device, torch, precision,
-    determinism settings and the speed flags given."""
-    return {"device": device_name(device), "torch": torch.__version__, **precision_state(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cudnn_deterministic": torch.backends.cudnn.deterministic, **flags}
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def configure_precision(tf32: bool) -> dict:
+    """Set float32 matmul and cuDNN precision for a run, both ways, and return the state.
+
+    Without this a TF32 run would leave TF32 on for every later run in the process (and
+    cuDNN allows TF32 by default). ``tf32=False``: IEEE float32 everywhere; ``tf32=True``:
+    TF32 tensor cores for CUDA matmuls and cuDNN; CPU (oneDNN) matmuls stay IEEE either way.
+    """
+    torch.set_float32_matmul_precision("highest")  # CUDA and oneDNN matmuls back to IEEE float32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return precision_state()
+
+
+def precision_state() -> dict:
+    """The process-wide float32 precision settings in force now."""
+    return {"tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def runtime_info(device: torch.device, *, compiled: bool = False, compile_mode: str | None = None,
+                 amp_bf16: bool = False) -> dict:
+    """How a run executed (precision, compilation, determinism, versions), for its results rows."""
+    return {**precision_state(), "amp_bf16": amp_bf16, "compiled": compiled,
+            "compile_mode": compile_mode if compiled else None,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "device": device_name(device)}
 
 
 def git_commit() -> str:

@@ -133,5 +133,5 @@ def test_results_rows_record_fingerprint_stop_reason_and_runtime(roots, tmp_path
     row = rows.iloc[0]
     assert row["fingerprint"] == ctx.dataset(str(data)).fingerprint() and row["stop_reason"] in ("patience", "max_epochs")
     runtime = json.loads(row["runtime"])
-    assert {"tf32_matmul", "compiled", "deterministic_algorithms", "torch"} <= runtime.keys()
+    assert {"tf32", "compiled", "deterministic_algorithms", "torch"} <= runtime.keys()
     assert r.per_user_ranks() is not None and len(r.per_user_ranks()) == len(ctx.dataset(str(data)).train)

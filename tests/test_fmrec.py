@@ -201,3 +201,46 @@ def test_fmrec_and_diffurec_use_their_codes_initialisation():
     dr = DiffuRec(20, DiffuRecConfig(hidden=32, heads=4, max_len=8))
     assert dr.config.init == "xavier" and not (dr.net.blocks[0].ffn[-1].bias == 0).all()
     assert isinstance(dr.net.blocks[0].ffn[2], torch.nn.Dropout)
+
+
+@pytest.mark.parametrize("profile", ["paper", "clean"])
+def test_sparse_reconstruction_loss_equals_the_dense_one_in_the_model(profile):
+    # repeated items in a history and heavy padding; the same seed gives the same draws
+    hist = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 20], [0, 0, 0, 0, 4, 4, 4, 9], [1, 2, 3, 4, 5, 6, 7, 8],
+                         [0, 0, 0, 0, 0, 0, 11, 11], [3, 3, 3, 3, 3, 3, 3, 3]])
+    targets = torch.tensor([4, 5, 6, 7, 20])
+    results = {}
+    for rec_loss in ("dense", "sparse"):
+        m = model(profile=profile, rec_loss=rec_loss)
+        torch.manual_seed(1)
+        terms = m.loss(hist, targets)
+        terms["loss"].backward()
+        results[rec_loss] = terms, {n: p.grad for n, p in m.named_parameters()}
+    (dense, dense_grads), (sparse, sparse_grads) = results["dense"], results["sparse"]
+    assert torch.equal(dense["fm"], sparse["fm"]) and torch.equal(dense["ce"], sparse["ce"])
+    assert torch.allclose(dense["rec"], sparse["rec"], rtol=1e-6, atol=0)
+    assert dense_grads.keys() == sparse_grads.keys()
+    for name, grad in dense_grads.items():
+        assert torch.allclose(sparse_grads[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_run_specific_hyperparameters_do_not_recompile_the_loss():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    for overrides in ({}, dict(alpha=0.1), dict(beta=0.3, delta=0.01), dict(time_eps=1e-2)):
+        m = model(**overrides)
+        torch.compile(m.loss, backend=counter, dynamic=False)(histories(), torch.tensor([4, 5, 6]))
+    assert counter.frame_count == 1  # one graph, traced once, for all four models
+    m = model(alpha=0.0)  # a term switched off is another graph
+    torch.compile(m.loss, backend=counter, dynamic=False)(histories(), torch.tensor([4, 5, 6]))
+    assert counter.frame_count == 2
+    torch._dynamo.reset()
+
+
+def test_hyperparameter_buffers_follow_the_config_and_stay_out_of_checkpoints():
+    m = model(alpha=0.3, beta=0.5, delta=0.02, time_eps=1e-2)
+    assert (m.alpha.item(), m.beta.item(), m.net.delta.item()) == pytest.approx((0.3, 0.5, 0.02))
+    assert m.time_scale.item() == pytest.approx(99.0)
+    assert not {"alpha", "beta", "time_eps", "time_scale", "net.delta"} & set(m.state_dict())

@@ -8,7 +8,7 @@ import torch
 from fmrec_lib import cli
 from fmrec_lib import checkpoints
 from fmrec_lib.results import COLUMNS, find_run, read_results
-from fmrec_lib.train import NonFiniteLossError, evaluate_model, fit, load_model
+from fmrec_lib.train import LossTracker, NonFiniteLossError, TrainConfig, evaluate_model, fit, load_model, run_config_hash
 from synthetic import TINY_FMREC, cyclic_dataset, write_sequences
 
 FAST = dict(epochs=4, batch_size=64, eval_every=3, lr=3e-3)  # the paper profile validates after epoch 4
@@ -82,19 +82,19 @@ def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):
 
 
 def test_nan_loss_stops_with_epoch_and_term_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import fmrec_lib.models.fmrec as fmrec_module
+    from fmrec_lib.models import FMRec
 
-    real = fmrec_module.balanced_reconstruction_loss
+    real = FMRec.reconstruction_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         value = real(*args, **kwargs)
-        return value * float("nan") if calls["n"] > 28 else value  # 14 batches per epoch: from epoch 3 on
+        return value * float("nan") if calls["n"] > 33 else value  # 14 batches per epoch: from epoch 3, batch 5 on
 
-    monkeypatch.setattr(fmrec_module, "balanced_reconstruction_loss", poisoned)
+    monkeypatch.setattr(FMRec, "reconstruction_loss", poisoned)
     ds = cyclic_dataset()
-    with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3: loss term 'rec' is nan from batch 5 on"):
         fit(ds, "fmrec", TINY_FMREC, dict(FAST, eval_every=1), device="cpu", checkpoint_dir=tmp_path,
             results_path=tmp_path / "runs.csv", progress=False)
     assert checkpoints.load(_resume_file(tmp_path))["epoch"] == 2  # the first validation follows epoch 2
@@ -250,3 +250,136 @@ def test_a_damaged_checkpoint_names_the_file_and_the_way_out(tmp_path, damage):
     # starting over is offered and works
     again = fit(ds, "fmrec", cfg, train, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False)
     assert again.epochs_run == 4
+
+
+def test_cli_bench_variants_run_in_one_process(tmp_path, capsys):
+    path = write_sequences(cyclic_dataset(30), tmp_path / "seqs.txt")
+    assert cli.main(["bench", "--dataset", str(path), "--device", "cpu", "--train-steps", "1", "--warmup", "1",
+                     "--batch-size", "32", "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16",
+                     "32", "--sample-users", "8", "--variant", "rec_loss=dense", "--variant", "rec_loss=sparse,alpha=0.1"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["flags"]["rec_loss"], r["variant"]) for r in reports] == [("dense", "rec_loss=dense"),
+                                                                         ("sparse", "rec_loss=sparse,alpha=0.1")]
+
+
+def test_loss_tracker_sums_on_the_device_and_finds_the_first_bad_batch():
+    tracker = LossTracker()
+    for b in range(6):
+        fm = torch.tensor(float("inf") if b == 4 else 1.0)
+        rec = torch.tensor(float("nan") if b in (2, 5) else 2.0)
+        tracker.update({"fm": fm, "rec": rec, "loss": fm + rec})
+    means, first_bad = tracker.read()
+    assert math.isinf(means["fm"]) and math.isnan(means["rec"]) and first_bad == {"fm": 4, "rec": 2, "loss": 2}
+    finite = LossTracker()
+    for b in range(3):
+        finite.update({"ce": torch.tensor(float(b)), "loss": torch.tensor(2.0 * b)})
+    assert finite.read() == ({"ce": 1.0, "loss": 2.0}, {"ce": None, "loss": None})
+
+
+@pytest.mark.parametrize("name,overrides", [("fmrec", {}), ("fmrec", {"rec_loss": "sparse"}), ("diffurec", {})])
+def test_losses_trace_with_a_symbolic_batch_size(name, overrides):
+    """What torch.compile does at an epoch's last, smaller batch when shapes are dynamic; a
+    random call passing ``generator=None`` explicitly cannot be traced then."""
+    from fmrec_lib.models import build_model, model_config_class
+
+    ds = cyclic_dataset(12)
+    x, y = ds.training_samples(8)
+    cfg = dict(TINY_FMREC, hidden=16) if name == "fmrec" else dict(hidden=16, heads=2, max_len=8, diffusion_steps=4)
+    cfg.update(overrides)
+    torch._dynamo.reset()
+    net = build_model(name, ds, model_config_class(name)(**cfg))
+    loss = torch.compile(net.loss, backend="eager", dynamic=True)
+    for size in (6, 4):
+        loss(x[:size], y[:size])["loss"].backward()
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fmrec", "diffurec"])
+def test_compiled_training_survives_the_last_smaller_batch(name):
+    """A real inductor compile (CPU, needs a C++ compiler): a minute or two per model cold."""
+    ds = cyclic_dataset(12)
+    n = len(ds.training_samples(8)[1])
+    assert n % 32 != 0  # the epoch ends with a partial batch
+    cfg = dict(TINY_FMREC, hidden=16) if name == "fmrec" else dict(hidden=16, heads=2, max_len=8, diffusion_steps=4)
+    torch._dynamo.reset()
+    run = fit(ds, name, cfg, dict(epochs=2, batch_size=32, eval_every=1, compile=True), device="cpu",
+              results_path=None, progress=False)
+    torch._dynamo.reset()
+    assert run.epochs_run == 2 and run.runtime["compiled"]
+    assert all(math.isfinite(v) for h in run.history for k, v in h.items() if k.startswith("loss_"))
+
+
+def test_compile_uses_static_shapes_and_the_configured_mode(monkeypatch):
+    seen = []
+
+    def fake_compile(fn, **kwargs):
+        seen.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    run = fit(cyclic_dataset(20), "fmrec", dict(TINY_FMREC, hidden=16),
+              dict(FAST, epochs=2, eval_every=1, compile=True, compile_mode="reduce-overhead"), device="cpu",
+              results_path=None, progress=False)
+    assert seen == [{"dynamic": False, "mode": "reduce-overhead"}]
+    assert run.runtime["compiled"] and run.runtime["compile_mode"] == "reduce-overhead"
+    with pytest.raises(ValueError, match="compile_mode"):
+        TrainConfig(compile_mode="fast")
+
+
+def test_precision_is_set_both_ways_for_every_run(tmp_path):
+    ds = cyclic_dataset(20)
+    cfg, train = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1)
+    on = fit(ds, "fmrec", cfg, dict(train, tf32=True), device="cpu", results_path=tmp_path / "r.csv", progress=False)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert on.runtime["tf32"] and on.runtime["float32_matmul_precision"] == "high"
+    off = fit(ds, "fmrec", cfg, train, device="cpu", results_path=tmp_path / "r2.csv", progress=False)
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not off.runtime["tf32"] and off.runtime["float32_matmul_precision"] == "highest"
+    assert off.runtime["torch"] == torch.__version__ and not off.runtime["compiled"]
+    assert COLUMNS[-1] == "runtime"
+    for name, tf32 in (("r.csv", True), ("r2.csv", False)):  # same configuration hash: tf32 is a speed flag
+        rows = read_results(tmp_path / name)
+        hr = rows[(rows["split"] == "test") & (rows["metric"] == "HR@10")]
+        assert [json.loads(r)["tf32"] for r in hr["runtime"]] == [tf32]
+
+
+def test_old_results_files_without_the_runtime_column_still_read_and_grow(tmp_path):
+    from fmrec_lib.results import append_rows
+
+    path = tmp_path / "old.csv"
+    old_row = {c: i for i, c in enumerate(COLUMNS[:-1])}
+    pd.DataFrame([old_row], columns=COLUMNS[:-1]).to_csv(path, index=False)
+    frame = read_results(path)
+    assert list(frame.columns) == COLUMNS and frame["runtime"].isna().all()
+    append_rows([{**old_row, "run_id": "new", "runtime": json.dumps({"tf32": False})}], path)
+    frame = read_results(path)
+    assert list(frame.columns) == COLUMNS and len(frame) == 2
+    assert frame["value"].tolist() == [old_row["value"]] * 2
+    assert pd.isna(frame["runtime"].iloc[0]) and json.loads(frame["runtime"].iloc[1]) == {"tf32": False}
+
+
+def test_evaluation_inputs_are_built_once_per_run(monkeypatch):
+    from fmrec_lib.data import SequentialDataset
+
+    real, calls = SequentialDataset.eval_inputs, []
+
+    def counted(self, split, *args, **kwargs):
+        calls.append(split)
+        return real(self, split, *args, **kwargs)
+
+    monkeypatch.setattr(SequentialDataset, "eval_inputs", counted)
+    run = fit(cyclic_dataset(40), "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=8, eval_every=2, patience=9),
+              device="cpu", results_path=None, progress=False)
+    assert sum("val_HR@10" in h for h in run.history) == 3 and calls == ["val", "test"]
+
+
+def test_speed_fields_stay_out_of_the_run_hash():
+    from fmrec_lib.models import FMRecConfig
+
+    ds = cyclic_dataset(10)
+    base = run_config_hash(ds, "fmrec", FMRecConfig(), TrainConfig())
+    assert run_config_hash(ds, "fmrec", FMRecConfig(rec_loss="dense"), TrainConfig(compile=True,
+                           compile_mode="reduce-overhead", tf32=True)) == base
+    assert run_config_hash(ds, "fmrec", FMRecConfig(alpha=0.1), TrainConfig()) != base

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 
 from ..config import check_settings
-from ..losses import cross_entropy_loss
+from ..losses import cross_entropy_loss, item_scores
 from .base import Recommender
 from .fusion import FusionTransformer
 
@@ -136,4 +136,4 @@ class DiffuRec(Recommender):
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.generate(histories, generator) @ self.item_emb.weight.T
+        return item_scores(self.generate(histories, generator), self.item_emb.weight)

@@ -19,9 +19,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from ..losses import balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, multi_hot
-from ..flow_paths import make_path
 from ..config import check_settings
+from ..flow_paths import make_path
+from ..losses import (balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, item_scores, multi_hot,
+                      sparse_balanced_reconstruction_loss)
 from ..solvers import SamplerConfig, Solution, solve
 from ..time_samplers import NAMES as TIME_SAMPLERS, TIME_EPS, sample_time
 from .base import Recommender
@@ -61,6 +62,14 @@ class FMRecConfig:
     init: Literal["xavier-zero-bias", "xavier", "torch"] = "xavier-zero-bias"  # the authors' initialisation
     flow_input: bool = True  # False: the fusion term is removed, the network never sees x_t or t (an ablation)
     fm_weight: float = 1.0  # weight of the flow-matching term; 0 removes it (an ablation)
+    # "dense": the reconstructor's output layer for all B x (N + 1) cells; "sparse": only at the
+    # cells the balanced loss reads (the same cells and function up to float round-off). Sparse
+    # trades a GEMM for gathers of (2 B L, 2048) rows: slower in eager CPU runs, on Beauty too
+    # (NOTES_speed.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
+    rec_loss: Literal["dense", "sparse"] = "dense"
+
+    # Fields that change speed, not the function computed: left out of the run hash.
+    SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("rec_loss",)
 
     def __post_init__(self):
         if isinstance(self.sampler, dict):  # from a stored or JSON config
@@ -83,6 +92,8 @@ class FMRecConfig:
             raise ValueError("rec_after_block must lie in 1..num_blocks")
         if self.delta < 0 or self.alpha < 0 or self.beta < 0:
             raise ValueError("delta, alpha and beta must be >= 0")
+        if self.rec_loss not in ("sparse", "dense"):
+            raise ValueError(f"rec_loss must be 'sparse' or 'dense', got {self.rec_loss!r}")
         make_path(self.path)
 
 
@@ -101,6 +112,13 @@ class FMRec(Recommender):
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(widths) - 2 else [])
         self.reconstructor = nn.Sequential(*layers)
+        # Hyperparameters that vary between runs live in (non-persistent) tensors, not Python
+        # floats: torch.compile guards on floats it reads, and would recompile for every alpha.
+        # Only whether a term is computed at all is a Python bool (it changes the graph).
+        self.uses_ce, self.uses_rec = config.alpha > 0, config.beta > 0
+        for name, value in {"alpha": config.alpha, "beta": config.beta, "fm_weight": config.fm_weight,
+                            "time_eps": config.time_eps, "time_scale": 1.0 / config.time_eps - 1.0}.items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
 
     @property
     def item_emb(self) -> nn.Embedding:
@@ -112,7 +130,7 @@ class FMRec(Recommender):
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
                 generator: torch.Generator | None = None, need_mid: bool = False):
         """Network output (B, d) for t in [0, 1]; the network sees ``t (1/eps - 1)``."""
-        return self.net(x_t, t * (1.0 / self.config.time_eps - 1.0), h, pad, generator, need_mid)
+        return self.net(x_t, t * self.time_scale, h, pad, generator, need_mid)
 
     def predict_x1(self, x_t: torch.Tensor, t: torch.Tensor, h: torch.Tensor, pad: torch.Tensor,
                    generator: torch.Generator | None = None) -> torch.Tensor:
@@ -134,25 +152,35 @@ class FMRec(Recommender):
         h, pad = self.encode_history(inputs)
         x_1 = self.item_emb(targets)  # (B, d)
         x_0 = torch.randn_like(x_1)
-        t = sample_time(cfg.time_sampler, B, eps=cfg.time_eps, device=inputs.device)
+        t = sample_time(cfg.time_sampler, B, eps=self.time_eps, device=inputs.device)
         x_t, velocity = self.path.sample(x_0, x_1, t)
-        out, mid = self.denoise(x_t, t, h, pad, need_mid=cfg.beta > 0)
+        out, mid = self.denoise(x_t, t, h, pad, need_mid=self.uses_rec)
         if cfg.prediction == "velocity":
             terms = {"fm": flow_matching_loss(out, velocity)}
             x1_hat = self.path.x1_from_velocity(out, x_t, t)
         else:
             terms = {"fm": flow_matching_loss(out, x_1)}
             x1_hat = out
-        total = cfg.fm_weight * terms["fm"] if cfg.fm_weight != 1 else terms["fm"]
-        if cfg.alpha > 0:
+        total = terms["fm"] if cfg.fm_weight == 1 else self.fm_weight * terms["fm"]
+        if self.uses_ce:
             terms["ce"] = cross_entropy_loss(x1_hat, self.item_emb.weight, targets, mask_padding=cfg.profile == "clean")
-            total = total + cfg.alpha * terms["ce"]
-        if cfg.beta > 0:
-            target_mh = multi_hot(inputs, self.num_items + 1)
-            terms["rec"] = balanced_reconstruction_loss(self.reconstructor(mid), target_mh, max_positives=inputs.numel())
-            total = total + cfg.beta * terms["rec"]
+            total = total + self.alpha * terms["ce"]
+        if self.uses_rec:
+            terms["rec"] = self.reconstruction_loss(mid, inputs)
+            total = total + self.beta * terms["rec"]
         terms["loss"] = total
         return terms
+
+    def reconstruction_loss(self, mid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Balanced reconstruction loss of the multi-hot of the histories (B, L) from block
+        ``rec_after_block``'s last row ``mid`` (B, d); ``rec_loss`` picks how it is computed."""
+        if self.config.rec_loss == "dense":
+            target = multi_hot(inputs, self.num_items + 1)  # (B, N + 1)
+            return balanced_reconstruction_loss(self.reconstructor(mid), target, max_positives=inputs.numel())
+        features = self.reconstructor[:-1](mid)  # (B, rec_hidden[-1]), the output layer's input
+        output = self.reconstructor[-1]
+        return sparse_balanced_reconstruction_loss(features, output.weight, output.bias, inputs,
+                                                   max_positives=inputs.numel())
 
     def n_model_calls(self, sampler: SamplerConfig | None = None) -> int:
         """Network evaluations per generated recommendation (the configured sampler by default;
@@ -181,4 +209,4 @@ class FMRec(Recommender):
     def score(self, histories: torch.Tensor, generator: torch.Generator | None = None,
               sampler: SamplerConfig | None = None) -> torch.Tensor:
         """Scores ``x @ E.T`` (B, N + 1) of the generated embedding against every item."""
-        return self.generate(histories, generator, sampler).x @ self.item_emb.weight.T
+        return item_scores(self.generate(histories, generator, sampler).x, self.item_emb.weight)

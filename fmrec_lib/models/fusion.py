@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from ..utils import generator_kwargs
 from .transformer import TransformerBlock
 
 
@@ -36,6 +37,8 @@ class FusionTransformer(nn.Module):
             for _ in range(config.num_blocks))
         self.out_dropout = nn.Dropout(config.dropout)
         self.out_norm = nn.LayerNorm(d, eps=config.ln_eps)
+        # a tensor, not a Python float, so that torch.compile does not recompile for each delta
+        self.register_buffer("delta", torch.tensor(config.delta, dtype=torch.float32), persistent=False)
 
     def encode_history(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, L, d) and the padding mask (B, L), True at padding."""
@@ -49,7 +52,8 @@ class FusionTransformer(nn.Module):
         cfg = self.config
         if getattr(cfg, "flow_input", True):
             temb = self.time_mlp(timestep_embedding(time_value, cfg.hidden))  # (B, d)
-            lam = cfg.delta + cfg.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype, generator=generator)
+            lam = self.delta + self.delta * torch.randn(h.shape, device=h.device, dtype=h.dtype,
+                                                        **generator_kwargs(generator))
             z = h + lam * (x_t + temb)[:, None, :]  # (B, L, d)
         else:  # the no-flow ablation: a plain encoder of the history
             z = h

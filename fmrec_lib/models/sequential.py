@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import check_settings
-from ..losses import cross_entropy_loss
+from ..losses import cross_entropy_loss, item_scores
 from .base import Recommender
 from .transformer import TransformerBlock
 
@@ -31,7 +31,7 @@ class _CrossEntropyRecommender(Recommender):
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.user_vector(histories) @ self.item_emb.weight.T
+        return item_scores(self.user_vector(histories), self.item_emb.weight)
 
 
 @dataclass

@@ -40,6 +40,10 @@ LOG_NAME = "campaign.log.jsonl"
 SAFETY_S = 20.0  # stop this long before the deadline: time to write results and the archive
 EVAL_OVERHEAD = 1.15  # validations and the final test on top of the training epochs, in the estimate
 DATASET_ORDER = ("ml-100k", "beauty", "yelp", "steam")
+# Epochs the authors' FMRec runs took before their patience rule stopped them (the issue's
+# measurement), for "expected" estimates before this project has measured its own.
+AUTHORS_EPOCHS = {"ml-100k": 260, "beauty": 480}
+ESTIMATES = ("max", "expected")
 FIRST_GROUP = ("ml-100k", "beauty")  # "Yelp after them"
 
 
@@ -66,8 +70,8 @@ class PlannedJob:
     def model(self) -> str:
         return self.spec.model
 
-    def payload(self, ctx: Context, deadline: float) -> dict:
-        return {"spec": self.spec.to_json(), "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
+    def payload(self, ctx: Context, deadline: float, epochs_budget: int | None = None) -> dict:
+        return {"spec": self.spec.to_json(), "epochs_budget": epochs_budget, "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
                 "device": str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
                 "read_roots": [str(r) for r in ctx.read_roots],
                 "allow_cpu_training": ctx.allow_cpu_training, "name": self.name}
@@ -154,14 +158,36 @@ def _is_done(ctx: Context, job: PlannedJob) -> bool:
     return True
 
 
-def _max_epochs(ctx: Context, job: PlannedJob) -> int:
+def _max_epochs(ctx: Context, spec: RunSpec) -> int:
     from .models import MODELS
-
-    if not MODELS[job.model][0].trainable:
-        return 0
-    _, tc = ctx.size.configs(job.model, seed=job.spec.seed, **job.spec.overrides)
     from .train import TrainConfig
+
+    if not MODELS[spec.model][0].trainable:
+        return 0
+    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
     return int(tc.get("epochs", TrainConfig.epochs))
+
+
+def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
+    """Epochs a run is budgeted for: its maximum (``max``, the safe rule), or (``expected``) the
+    median of the epochs that recorded runs of the same dataset and model took at this size,
+    else what the authors' runs took, never more than the maximum."""
+    if mode not in ESTIMATES:
+        raise ValueError(f"epochs estimate must be one of {ESTIMATES}, got {mode!r}")
+    most = _max_epochs(ctx, spec)
+    if mode == "max" or most == 0:
+        return most
+    from .results import read_results
+
+    taken = []
+    for store in ctx.stores:
+        rows = read_results(store.runs)
+        rows = rows[(rows["dataset"] == spec.dataset) & (rows["model"] == spec.model)].drop_duplicates("run_id")
+        taken += [int(e) for e in rows["epochs_run"] if e == e and int(e) > 0]
+    if taken:
+        return min(most, int(sorted(taken)[len(taken) // 2]))
+    prior = AUTHORS_EPOCHS.get(spec.dataset) if ctx.size.name == "paper" else None
+    return min(most, prior) if prior else most
 
 
 def execute_job(payload: dict) -> dict:
@@ -180,7 +206,7 @@ def execute_job(payload: dict) -> dict:
     try:
         existing = find(ctx, spec)
         trained = existing is None
-        ctx.epoch_hook = _fit_check(ctx, spec)
+        ctx.epoch_hook = _fit_check(ctx, spec, payload.get("epochs_budget"))
         r = existing or run(ctx, spec)
         out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
                    best_epoch=r.best_epoch, trained=trained, train_wall_s=round(time.time() - t0, 1))
@@ -203,12 +229,10 @@ def execute_job(payload: dict) -> dict:
     return out
 
 
-def _fit_check(ctx: Context, spec: RunSpec):
+def _fit_check(ctx: Context, spec: RunSpec, epochs_budget: int | None = None):
     """An ``on_epoch_end`` hook: after the first epoch, give up at once if the measured speed
-    says the run cannot reach its maximum epochs before the deadline."""
-    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
-    from .train import TrainConfig
-    max_epochs = int(tc.get("epochs", TrainConfig.epochs))
+    says the run cannot reach its budgeted epochs (default: its maximum) before the deadline."""
+    max_epochs = epochs_budget or _max_epochs(ctx, spec)
     started = time.time()
 
     def check(epoch: int, record: dict) -> None:
@@ -256,8 +280,15 @@ def make_executor(kind: str, jobs: int, options: dict, ctx: Context) -> cf.Execu
 def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 540.0, jobs: int = 1, *,
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
-                 allow_cpu_training: bool = False) -> dict:
-    """Run the campaign until ``deadline_s`` seconds from now; returns a summary."""
+                 allow_cpu_training: bool = False, epochs_estimate: str = "max") -> dict:
+    """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
+
+    ``epochs_estimate``: ``max`` budgets every run for its maximum epochs (nothing is ever cut
+    off, but long runs may never start in a short window); ``expected`` for the epochs such
+    runs took so far (:func:`planned_epochs`): a run that goes on longer is stopped at the
+    deadline and its running checkpoint is all that remains of it."""
+    if epochs_estimate not in ESTIMATES:
+        raise ValueError(f"epochs_estimate must be one of {ESTIMATES}, got {epochs_estimate!r}")
     t_end = time.time() + deadline_s
     ctx = Context.create(size, device, output_dir, progress=False)
     ctx.allow_cpu_training = allow_cpu_training or ctx.device.type == "cuda" or size != "paper"
@@ -271,22 +302,25 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
     if dry_run:
         return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
                 "plan": [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
-                          "estimate_s": _estimate(ctx, j, speeds)} for j in pending]}
+                          "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]}
     clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, jobs=jobs,
-               pending=len(pending), already_done=len(done_before))
+               pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate)
+    _measure_sampling_cost(ctx, clog, t_end)
     pool = make_executor(executor, jobs, executor_options or {}, ctx)
     in_flight: dict[cf.Future, PlannedJob] = {}
     outcomes: list[dict] = []
     try:
         while True:
             while len(in_flight) < jobs:
-                job = _next_startable(ctx, pending, in_flight.values(), speeds, t_end)
+                job = _next_startable(ctx, pending, in_flight.values(), speeds, t_end, epochs_estimate)
                 if job is None:
                     break
                 pending.remove(job)
+                budget = planned_epochs(ctx, job.spec, epochs_estimate)
                 clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
-                           estimate_s=_estimate(ctx, job, speeds), time_left_s=round(t_end - time.time()))
-                in_flight[pool.submit(execute_job, job.payload(ctx, t_end))] = job
+                           estimate_s=_estimate(ctx, job, speeds, epochs_estimate), epochs_budget=budget,
+                           time_left_s=round(t_end - time.time()))
+                in_flight[pool.submit(execute_job, job.payload(ctx, t_end, budget))] = job
             if not in_flight:
                 break
             finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
@@ -317,12 +351,34 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
             "archive": str(archive) if archive else None}
 
 
-def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float]) -> float | None:
+def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> None:
+    """Notebook 07's latency table, timed first while the device is otherwise idle (random
+    weights: the cost does not depend on them), unless a store has it already."""
+    from . import reports
+    from .analyses import sampling_cost
+    from .runs import cached_rows
+
+    params = reports.DEFAULTS["07_does_the_flow_matter"]
+    entries = reports.cost_entries(params["steps"])
+    for dataset in params["datasets"]:
+        if not reports._available(ctx, dataset) or t_end - time.time() < 4 * SAFETY_S:
+            continue
+        key = reports.sampling_cost_key(ctx, dataset, entries, 1000)
+        t0 = time.time()
+        cached_rows([s.cache("sampling_cost") for s in ctx.stores], key,
+                    lambda: sampling_cost(ctx, dataset, entries, users=1000))
+        clog.write("sampling cost", dataset=dataset, device=ctx.device_label, wall_s=round(time.time() - t0, 1))
+
+
+def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str = "max") -> float | None:
     s = speeds.get(_speed_key(job.dataset, job.model, ctx.device_label))
-    return None if s is None else round(s * _max_epochs(ctx, job) * EVAL_OVERHEAD, 1)
+    if s is None or not isinstance(job.spec, RunSpec):
+        return None
+    return round(s * planned_epochs(ctx, job.spec, mode) * EVAL_OVERHEAD, 1)
 
 
-def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float) -> PlannedJob | None:
+def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float,
+                    epochs_estimate: str = "max") -> PlannedJob | None:
     """The first pending job (in priority order) that is resolvable, not a duplicate of a
     running one, not done meanwhile, and whose estimate fits the time left."""
     left = t_end - time.time() - SAFETY_S
@@ -335,7 +391,7 @@ def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_
         if _is_done(ctx, job):
             pending.remove(job)
             continue
-        estimate = _estimate(ctx, job, speeds)
+        estimate = _estimate(ctx, job, speeds, epochs_estimate)
         if left <= 0 or (estimate is not None and estimate > left):
             continue
         return job

@@ -228,7 +228,7 @@ def _cmd_campaign(args) -> int:
     summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, jobs=args.jobs,
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
-                           allow_cpu_training=args.allow_cpu_training)
+                           allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -280,6 +280,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--archive", default=None, help="write results/<size>/ into this .tar.gz at the end")
     p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")
     p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
+    p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],
+                   help="budget each run for its maximum epochs (never cut off) or for the epochs such runs took "
+                        "so far (more runs start in a short window; one that runs longer is stopped at the deadline)")
     p.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
                    help="local processes, SLURM job arrays through submitit, or submitit's in-process debug executor")
     for name, kind in (("partition", str), ("gpus-per-job", int), ("time-limit-min", int),

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One GPU window: benchmark first, then the campaign until the time is up; everything that
+# should come back goes to $OUT as at most 6 files:
+#   env.txt (nvidia-smi, torch), bench.jsonl (one JSON line per benchmark), bench.log,
+#   campaign.json (the summary), campaign.log (progress), results-<size>.tar.gz (results/<size>/).
+# Runs on a bare machine with only its preinstalled packages (no install, no network): the
+# repository is on PYTHONPATH and the data come from a git-ignored folder the call carries
+# (`make gpu-data` fills data/ from ../shared/data). Check it on a CPU at smoke size with
+#   OUT=/tmp/w SIZE=smoke DEVICE=cpu BUDGET=300 bash tools/gpu_window.sh
+# Settings (environment): BUDGET seconds for the whole command (default 540), SIZE (paper),
+# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0, BENCH_DATASETS,
+# BENCH_VARIANTS (the bench's --variant options), BENCH_EXTRA (more bench options).
+set -uo pipefail
+T0=$(date +%s)
+: "${OUT:?set OUT to the folder whose files come back}"
+BUDGET=${BUDGET:-540} SIZE=${SIZE:-paper} DEVICE=${DEVICE:-cuda} JOBS=${JOBS:-4} ESTIMATE=${ESTIMATE:-expected}
+BENCH=${BENCH:-1}
+export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg FMREC_DATA_DIR=${FMREC_DATA_DIR:-data}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # JOBS worker processes share the CPU cores
+mkdir -p "$OUT"
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+
+{ date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; python -c "import torch, sys; print(sys.version); \
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git log -1 --oneline 2>/dev/null; } \
+  > "$OUT/env.txt" 2>&1
+
+if [ "$BENCH" = 1 ]; then
+  # Each line: one setting timed in one process, the same process for a dataset's variants.
+  BENCH_DATASETS=${BENCH_DATASETS:-"ml-100k beauty"}
+  for ds in $BENCH_DATASETS; do
+    [ "$(left)" -gt 240 ] || break
+    timeout $(( $(left) > 400 ? 150 : 60 )) python -m fmrec_lib bench --dataset "$ds" --device "$DEVICE" \
+      --train-steps 30 --sample-users 2000 ${BENCH_VARIANTS:---variant "" --variant tf32=true,fused_adam=true \
+      --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,compile=true} \
+      ${BENCH_EXTRA:-} >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || echo "bench $ds: exit $?" >> "$OUT/bench.log"
+  done
+fi
+
+DEADLINE=$(( $(left) - 25 ))
+if [ "$DEADLINE" -gt 30 ]; then
+  python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --jobs "$JOBS" \
+    --epochs-estimate "$ESTIMATE" --archive "$OUT/results-$SIZE.tar.gz" > "$OUT/campaign.json" 2> "$OUT/campaign.log"
+  echo "campaign exit $?" >> "$OUT/campaign.log"
+else
+  echo "no time left for the campaign" > "$OUT/campaign.log"
+fi
+echo "window done after $(( $(date +%s) - T0 )) s" >> "$OUT/campaign.log"

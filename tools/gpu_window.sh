@@ -8,8 +8,9 @@
 # (`make gpu-data` fills data/ from ../shared/data). Check it on a CPU at smoke size with
 #   OUT=/tmp/w SIZE=smoke DEVICE=cpu BUDGET=300 bash tools/gpu_window.sh
 # Settings (environment): BUDGET seconds for the whole command (default 540), SIZE (paper),
-# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0, BENCH_DATASETS,
-# BENCH_VARIANTS (the bench's --variant options), BENCH_EXTRA (more bench options).
+# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0,
+# BENCH_VARIANTS_ML / BENCH_VARIANTS_BEAUTY (the bench's --variant options), BENCH_LIMIT_ML /
+# BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options).
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -24,16 +25,17 @@ left() { echo $((BUDGET - ($(date +%s) - T0))); }
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git log -1 --oneline 2>/dev/null; } \
   > "$OUT/env.txt" 2>&1
 
+bench() {  # dataset, timeout seconds, variants...: one process, one JSON line per variant
+  local ds=$1 limit=$2; shift 2
+  [ "$(left)" -gt $((limit + 150)) ] || { echo "bench $ds skipped: $(left) s left" >> "$OUT/bench.log"; return; }
+  timeout "$limit" python -m fmrec_lib bench --dataset "$ds" --device "$DEVICE" --train-steps 30 --sample-users 2000 \
+    "$@" ${BENCH_EXTRA:-} >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || echo "bench $ds: exit $?" >> "$OUT/bench.log"
+}
 if [ "$BENCH" = 1 ]; then
-  # Each line: one setting timed in one process, the same process for a dataset's variants.
-  BENCH_DATASETS=${BENCH_DATASETS:-"ml-100k beauty"}
-  for ds in $BENCH_DATASETS; do
-    [ "$(left)" -gt 240 ] || break
-    timeout $(( $(left) > 400 ? 150 : 60 )) python -m fmrec_lib bench --dataset "$ds" --device "$DEVICE" \
-      --train-steps 30 --sample-users 2000 ${BENCH_VARIANTS:---variant "" --variant tf32=true,fused_adam=true \
-      --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,compile=true} \
-      ${BENCH_EXTRA:-} >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log" || echo "bench $ds: exit $?" >> "$OUT/bench.log"
-  done
+  # as the code runs today, then each speed setting; compile last (its compilation may hit the limit)
+  bench ml-100k "${BENCH_LIMIT_ML:-150}" ${BENCH_VARIANTS_ML:---variant "" --variant tf32=true,fused_adam=true \
+    --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,compile=true}
+  bench beauty "${BENCH_LIMIT_BEAUTY:-60}" ${BENCH_VARIANTS_BEAUTY:---variant "" --variant tf32=true,fused_adam=true}
 fi
 
 DEADLINE=$(( $(left) - 25 ))

@@ -19,7 +19,7 @@ import torch
 
 from .metrics import EvalProtocol, coverage, intra_list_diversity, list_overlap, target_ranks
 from .solvers import SamplerConfig
-from .train import evaluate_model
+from .train import evaluate_model, model_device
 
 if TYPE_CHECKING:
     from .context import Context
@@ -35,7 +35,7 @@ def _prepared(ctx: "Context", run: "Run", split: str, users: int | None = None):
     inputs, targets = ctx.dataset(run.dataset).eval_inputs(split, model.config.max_len)
     if users is not None:
         inputs, targets = inputs[:users], targets[:users]
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     return model, inputs.to(dev), targets.to(dev), dev
 
 
@@ -107,7 +107,7 @@ def recommendation_lists(model, inputs: torch.Tensor, *, k: int, eval_seed: int,
     """Top-k item ids (U, k) for every history under the model's profile protocol."""
     from .metrics import top_k
 
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     generator = torch.Generator(device=dev).manual_seed(eval_seed)
     protocol = EvalProtocol.for_profile(model.config.profile)
     lists = []

@@ -14,6 +14,7 @@ a checkpoint folder or a results file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import random
@@ -226,7 +227,7 @@ def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *
     ``sampler`` overrides FMRec's configured sampler. With ``keep_ranks``/``lists_k`` the
     accumulator is returned (metrics, per-user ranks, top-k lists). ``inputs`` may pass the
     split's (histories, targets) already on the device."""
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     protocol = protocol or EvalProtocol.for_profile(model.config.profile)
     if inputs is None:
         inputs = dataset.eval_inputs(split, model.config.max_len)
@@ -244,6 +245,13 @@ def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *
                             progress=progress, keep_ranks=keep_ranks, lists_k=lists_k)
     finally:
         model.train(was_training)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model lives: its parameters', or its buffers' (popularity has only a buffer)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recommender:

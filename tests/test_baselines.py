@@ -123,3 +123,10 @@ def test_diffurec_reverse_step_noise(variance):
     assert torch.equal(final, torch.zeros(2, 16)) and float(ct[0]) == 0.0  # s = 0: the posterior mean is x0_hat
     if variance == "beta":
         assert torch.allclose(m.reverse_std[1:] ** 2, betas[1:].float())
+
+
+def test_the_device_of_a_model_without_parameters_is_its_buffers():
+    from fmrec_lib.train import model_device
+
+    pop = build_model("pop", cyclic_dataset(10), model_config_class("pop")()).to("meta")
+    assert list(pop.parameters()) == [] and model_device(pop).type == "meta"  # evaluation follows it to the GPU

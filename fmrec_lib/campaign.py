@@ -50,6 +50,10 @@ FIRST_GROUP = ("ml-100k", "beauty")  # "Yelp after them"
 class DoesNotFit(RuntimeError):
     """The run's measured speed says it cannot finish before the deadline."""
 
+    def __init__(self, message: str, seconds_per_epoch: float):
+        super().__init__(message)
+        self.seconds_per_epoch = seconds_per_epoch
+
 
 @dataclass
 class PlannedJob:
@@ -219,8 +223,8 @@ def execute_job(payload: dict) -> dict:
                 _retrain(ctx, r)
                 sweep(ctx, r, sw)
         out.update(status="done", sweeps=len(payload["sweeps"]))
-    except DoesNotFit as e:
-        out.update(status="does not fit", reason=str(e))
+    except DoesNotFit as e:  # its first epoch's speed keeps the next runs of its kind from trying
+        out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4))
     except DeadlineReached as e:
         out.update(status="deadline", reason=str(e))
     except Exception as e:  # recorded in the log; the campaign goes on with the next job
@@ -240,7 +244,7 @@ def _fit_check(ctx: Context, spec: RunSpec, epochs_budget: int | None = None):
             projected = started + record.get("seconds", 0.0) * max_epochs * EVAL_OVERHEAD
             if projected > ctx.deadline:
                 raise DoesNotFit(f"{spec.name}: {record.get('seconds', 0):.2f} s per epoch x {max_epochs} epochs "
-                                 f"does not fit the {ctx.deadline - started:.0f} s left")
+                                 f"does not fit the {ctx.deadline - started:.0f} s left", record.get("seconds", 0.0))
     return check
 
 

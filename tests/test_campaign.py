@@ -127,5 +127,5 @@ def test_a_run_that_cannot_fit_is_not_started_or_gives_up_after_one_epoch(roots,
     payload = campaign.PlannedJob("probe", RunSpec("ml-100k", "fmrec", 1, {"epochs": 10_000, "eval_every": 5000}),
                                   [], (0,), ["x"]).payload(ctx, deadline=__import__("time").time() + 30)
     outcome = campaign.execute_job(payload)
-    assert outcome["status"] == "does not fit" and "s per epoch" in outcome["reason"]
+    assert outcome["status"] == "does not fit" and "s per epoch" in outcome["reason"] and outcome["s_per_epoch"] > 0
     assert read_results(ctx.store.runs).empty

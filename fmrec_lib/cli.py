@@ -341,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     parser, fields = build_parser(known.model if known.model in MODELS else "fmrec")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # log lines go above the progress bar instead of breaking it
+        return _dispatch(args, fields)
+
+
+def _dispatch(args, fields) -> int:
     try:
         if args.command == "data":
             return _cmd_data(args)

@@ -1,22 +1,25 @@
 """DiffuRec (Li et al., TOIS 2023), FMRec's predecessor, following DiffuRec's public code
 (github WHUIR/DiffuRec, read as a specification) in everything it computes:
 
-* Forward process: DDPM on the target item embedding ``x_0 = E[y]``,
-  ``x_s = sqrt(abar_s) x_0 + sqrt(1 - abar_s) eps`` for s in 0..T-1, T = 32.
+Names: diffusion's clean data is ``x_start`` here (DDPM papers write x_0, but in FMRec's flow
+``x_0`` is the *noise*; DiffuRec's own code says x_start), the step is ``s``, its noisy state ``x_s``.
+
+* Forward process: DDPM on the target item embedding ``x_start = E[y]``,
+  ``x_s = sqrt(abar_s) x_start + sqrt(1 - abar_s) eps`` for s in 0..T-1, T = 32.
 * Schedule "truncated linear" (DiffuRec's ``trunc_lin``): betas linear from ``1e-4 k + 0.01`` to
   ``0.02 k + 0.01`` with ``k = 1000 / T``; when that end exceeds 1 (T < 21) it becomes ``1e-3 k + 0.01``.
 * Approximator: the same history-fusion Transformer as FMRec (lambda ~ N(delta, delta),
   4 pre-LN blocks, the profile's mask, dropout inside the FFN; Xavier-normal attention output
-  and FFN weights, biases left at PyTorch's defaults); it predicts ``x_0``.
+  and FFN weights, biases left at PyTorch's defaults); it predicts ``x_start``.
 * Time input: the sinusoidal embedding sees the rescaled step ``s * 1000 / T`` (0 .. 968.75
   for T = 32), DiffuRec's default ``rescale_timesteps``; ``time_input="index"`` feeds ``s``.
-* Loss: cross-entropy of ``x0_hat @ E.T`` against the target (no reconstruction term).
+* Loss: cross-entropy of ``x_start_hat @ E.T`` against the target (no reconstruction term).
   Steps are drawn uniformly: DiffuRec's "loss-aware" sampler is never updated in its code
   (the update call is commented out), so it draws uniformly too.
-* Inference: ancestral sampling from ``x_T ~ N(0, I)``: at each step predict ``x0_hat``, take
-  the posterior mean of ``q(x_{s-1} | x_s, x0_hat)`` and, for s >= 1, add noise of variance
+* Inference: ancestral sampling from ``x_T ~ N(0, I)``: at each step predict ``x_start_hat``, take
+  the posterior mean of ``q(x_{s-1} | x_s, x_start_hat)`` and, for s >= 1, add noise of variance
   ``beta_s`` (DiffuRec's choice; ``reverse_variance="posterior"`` uses the posterior variance).
-  The result after the last step (s = 0, no noise) equals the final ``x0_hat``, which is scored
+  The result after the last step (s = 0, no noise) equals the final ``x_start_hat``, which is scored
   against every item. All noise comes from the evaluation generator.
 """
 from __future__ import annotations
@@ -87,7 +90,7 @@ class DiffuRec(Recommender):
         betas = beta_schedule(config.schedule, config.diffusion_steps)
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-        # posterior q(x_{s-1} | x_s, x_0) = N(c0 x_0 + ct x_s, var)
+        # posterior q(x_{s-1} | x_s, x_start) = N(c0 x_start + ct x_s, var)
         buffers = {
             "sqrt_abar": abar.sqrt(), "sqrt_one_minus_abar": (1 - abar).sqrt(),
             "post_c0": betas * abar_prev.sqrt() / (1 - abar),
@@ -111,28 +114,28 @@ class DiffuRec(Recommender):
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         h, pad = self.net.encode_history(inputs)
-        x_0 = self.item_emb(targets)  # (B, d)
+        x_start = self.item_emb(targets)  # (B, d) the clean target embedding
         s = torch.randint(0, self.config.diffusion_steps, (len(targets),), device=inputs.device)
-        noise = torch.randn_like(x_0)
-        x_s = self.sqrt_abar[s, None] * x_0 + self.sqrt_one_minus_abar[s, None] * noise
-        x0_hat, _ = self.net(x_s, self.time_value(s), h, pad)
-        ce = cross_entropy_loss(x0_hat, self.item_emb.weight, targets, mask_padding=self.config.profile == "clean")
+        noise = torch.randn_like(x_start)
+        x_s = self.sqrt_abar[s, None] * x_start + self.sqrt_one_minus_abar[s, None] * noise
+        x_start_hat, _ = self.net(x_s, self.time_value(s), h, pad)
+        ce = cross_entropy_loss(x_start_hat, self.item_emb.weight, targets, mask_padding=self.config.profile == "clean")
         return {"ce": ce, "loss": ce}
 
     @torch.no_grad()
     def generate(self, histories: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The final x0_hat (B, d) of reverse ancestral sampling."""
+        """The final x_start_hat (B, d) of reverse ancestral sampling."""
         h, pad = self.net.encode_history(histories)
         B, d = histories.shape[0], self.config.hidden
         x = torch.randn(B, d, device=histories.device, generator=generator)
-        x0_hat = x
+        x_start_hat = x
         for s in reversed(range(self.config.diffusion_steps)):
             step = torch.full((B,), s, device=histories.device)
-            x0_hat, _ = self.net(x, self.time_value(step), h, pad, generator)
-            x = self.post_c0[s] * x0_hat + self.post_ct[s] * x
+            x_start_hat, _ = self.net(x, self.time_value(step), h, pad, generator)
+            x = self.post_c0[s] * x_start_hat + self.post_ct[s] * x
             if s > 0:
                 x = x + self.reverse_std[s] * torch.randn(B, d, device=histories.device, generator=generator)
-        return x0_hat
+        return x_start_hat
 
     @torch.no_grad()
     def score(self, histories: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,8 +12,11 @@ Two files per run, named by model and configuration hash:
   without the training-only parts (FMRec's reconstructor, 2048 x (N + 1) weights that
   generation never reads), its configs and item count.
 
-Sizes for FMRec at paper settings (float32): ML-100k about 2.4 M parameters of which 3.5 M...
-see the README's "Disk" paragraph for measured numbers.
+Sizes for FMRec at paper settings (float32, measured): ML-100k has 5.7 M parameters of which
+4.6 M are the reconstructor's, Beauty 28.4 M of which 25.9 M: a running checkpoint (model and
+Adam's two moments) is 65 MiB and 325 MiB while the run lasts, the kept selected model 4.4 MiB
+and 9.5 MiB. (Before: the running checkpoint also held a full copy of the best weights, and
+nothing was deleted.)
 """
 from __future__ import annotations
 

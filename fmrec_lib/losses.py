@@ -120,7 +120,7 @@ def sparse_balanced_reconstruction_loss(features: torch.Tensor, weight: torch.Te
     cells (each distinct item of a row once) and the ``max_positives`` drawn zero cells (the same
     draws from the same generator as the dense loss; duplicates once; those beyond the number of
     positives discarded). Cost: (B L + max_positives) H multiply-adds instead of B C H, but as
-    gathers of H-wide rows, which move more memory than the GEMM: slower on CPU (NOTES_speed.md).
+    gathers of H-wide rows, which move more memory than the GEMM: slower on CPU (docs/cuda_path.md).
     """
     B = histories.shape[0]
     C = weight.shape[0]

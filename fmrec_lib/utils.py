@@ -8,7 +8,19 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+def _project_root() -> Path:
+    """The repository when the package runs from a checkout (editable install, PYTHONPATH=.);
+    otherwise (a wheel installed into site-packages) the folder the user works in, never the
+    installation itself. ``FMREC_ROOT`` overrides both."""
+    if os.environ.get("FMREC_ROOT"):
+        return Path(os.environ["FMREC_ROOT"]).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "fmrec_lib").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+REPO_ROOT = _project_root()
 
 
 def seed_everything(seed: int) -> None:

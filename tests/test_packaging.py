@@ -21,3 +21,23 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
     readme = (REPO / "README.md").read_text()
     assert "make paper" in readme and "make test" in readme
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_outputs_are_anchored_to_the_checkout_or_the_working_folder_never_the_installation(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from fmrec_lib.utils import REPO_ROOT; print(REPO_ROOT)"
+    # from a checkout: the repository
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert out == str(REPO)
+    # as an installed copy (no pyproject.toml beside the package): the folder the user works in
+    installed = tmp_path / "site-packages"
+    import shutil
+    shutil.copytree(REPO / "fmrec_lib", installed / "fmrec_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert out == str(work.resolve())

@@ -77,8 +77,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def project_data_dir() -> Path:
-    """The repository's ``data/`` folder (next to the package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "data"
+    """The project's ``data/`` folder: the repository's in a source checkout, else the working
+    folder's (:data:`fmrec_lib.utils.REPO_ROOT`), never inside an installed package."""
+    from ..utils import REPO_ROOT
+
+    return REPO_ROOT / "data"
 
 
 def search_dirs(data_dir: str | Path | None = None) -> list[Path]:

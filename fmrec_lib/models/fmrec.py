@@ -65,7 +65,7 @@ class FMRecConfig:
     # "dense": the reconstructor's output layer for all B x (N + 1) cells; "sparse": only at the
     # cells the balanced loss reads (the same cells and function up to float round-off). Sparse
     # trades a GEMM for gathers of (2 B L, 2048) rows: slower in eager CPU runs, on Beauty too
-    # (NOTES_speed.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
+    # (docs/cuda_path.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
     rec_loss: Literal["dense", "sparse"] = "dense"
 
     # Fields that change speed, not the function computed: left out of the run hash.

@@ -41,3 +41,13 @@ def test_outputs_are_anchored_to_the_checkout_or_the_working_folder_never_the_in
     out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
                          env={"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert out == str(work.resolve())
+
+
+def test_make_install_takes_the_cpu_build_from_pytorchs_cpu_index_with_a_fallback():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile[makefile.index("$(VENV)/.installed:"):makefile.index("install: $(VENV)/.installed")]
+    assert "TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu" in makefile
+    cpu = recipe.index('--index-url "$(TORCH_CPU_INDEX)" "$(TORCH)"')
+    fallback = recipe.index('|| {', cpu)
+    assert recipe.index('pip install -q "$(TORCH)"', fallback) > fallback  # the plain pin only if the index fails
+    assert recipe.index("nvidia-smi") < cpu and recipe.index('import torch') < cpu  # CUDA machines and own torch first

@@ -383,3 +383,17 @@ def test_speed_fields_stay_out_of_the_run_hash():
     assert run_config_hash(ds, "fmrec", FMRecConfig(rec_loss="dense"), TrainConfig(compile=True,
                            compile_mode="reduce-overhead", tf32=True)) == base
     assert run_config_hash(ds, "fmrec", FMRecConfig(alpha=0.1), TrainConfig()) != base
+
+
+def test_progress_moves_batch_by_batch_within_an_epoch(capsys):
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        logging.getLogger("fmrec_lib.train").setLevel(logging.INFO)
+        fit(cyclic_dataset(60), "fmrec", dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1,
+                                                                           batch_size=32), device="cpu", progress=True)
+    err = capsys.readouterr().err
+    n_batches = -(-len(cyclic_dataset(60).training_samples(8)[1]) // 32)
+    assert f"/{2 * n_batches} " in err and "batch" in err  # one bar over every batch of every epoch

@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .metrics import EvalProtocol, coverage, intra_list_diversity, list_overlap, target_ranks
+from .metrics import EvalProtocol, coverage, intra_list_diversity, list_overlap, metrics_from_ranks, target_ranks
 from .solvers import SamplerConfig
 from .train import evaluate_model, model_device
 
 if TYPE_CHECKING:
     from .context import Context
     from .runs import Run
-
-METRIC_NAMES = [f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)]
-
 
 def _prepared(ctx: "Context", run: "Run", split: str, users: int | None = None):
     """The run's selected model on the context's device and the split's inputs and targets
@@ -43,19 +40,29 @@ def _sampler(value) -> SamplerConfig | None:
     return None if value is None else value if isinstance(value, SamplerConfig) else SamplerConfig(**value)
 
 
+def _eval_batch(run: "Run") -> int:
+    """The run's evaluation batch size: it decides which evaluation noise each user gets, so a
+    sweep with the run's own settings reproduces the run's test metrics."""
+    return int(run.train_config.get("eval_batch_size", 1024))
+
+
 def metrics(ctx: "Context", run: "Run", *, split: str = "test", eval_seed: int = 0, sampler: dict | None = None,
             protocol: str | None = None) -> list[dict]:
     """Metrics of the run's model on ``split`` with another sampler (FMRec), evaluation seed or
-    profile protocol, and the model calls per user that sampler makes."""
+    profile protocol, the model calls per user that sampler makes, and per metric the sd of
+    the per-user values (``<metric>_user_sd``, with ``users``) for intervals."""
     model, inputs, targets, _ = _prepared(ctx, run, split)
     sampler_cfg = _sampler(sampler)
     proto = EvalProtocol.for_profile(protocol) if protocol else None
-    values = evaluate_model(model, None, split, seed=eval_seed, protocol=proto, sampler=sampler_cfg,
-                            inputs=(inputs, targets))
+    acc = evaluate_model(model, None, split, seed=eval_seed, protocol=proto, sampler=sampler_cfg,
+                         inputs=(inputs, targets), batch_size=_eval_batch(run), keep_ranks=True)
+    values = acc.result()
+    per_user = metrics_from_ranks(acc.ranks(), acc.protocol.ks)
+    spread = {f"{k}_user_sd": float(v.std(unbiased=True)) if len(v) > 1 else 0.0 for k, v in per_user.items()}
     calls = model.n_model_calls(sampler_cfg) if sampler_cfg is not None else model.n_model_calls()
     return [{"dataset": run.dataset, "config_hash": run.config_hash, "split": split, "eval_seed": eval_seed,
              "sampler": None if sampler_cfg is None else sampler_cfg.label(), "protocol": protocol or "run's",
-             **values, "n_model_calls": calls, "device": ctx.device_label}]
+             **values, **spread, "users": len(targets), "n_model_calls": calls, "device": ctx.device_label}]
 
 
 def trajectory(ctx: "Context", run: "Run", *, users: int = 64, steps: int = 30, split: str = "test",
@@ -103,7 +110,7 @@ def noise_sensitivity(ctx: "Context", run: "Run", *, users: int = 256, times=(0.
 
 
 def recommendation_lists(model, inputs: torch.Tensor, *, k: int, eval_seed: int, sampler: SamplerConfig | None,
-                         batch_size: int = 1024) -> torch.Tensor:
+                         batch_size: int) -> torch.Tensor:
     """Top-k item ids (U, k) for every history under the model's profile protocol."""
     from .metrics import top_k
 
@@ -125,7 +132,8 @@ def lists(ctx: "Context", run: "Run", *, k: int = 10, split: str = "test", sampl
     evaluation seeds (how deterministic the "deterministic" sampler is)."""
     model, inputs, _, _ = _prepared(ctx, run, split)
     sampler_cfg = _sampler(sampler)
-    a, b = (recommendation_lists(model, inputs, k=k, eval_seed=s, sampler=sampler_cfg) for s in eval_seeds)
+    a, b = (recommendation_lists(model, inputs, k=k, eval_seed=s, sampler=sampler_cfg, batch_size=_eval_batch(run))
+            for s in eval_seeds)
     return [{"config_hash": run.config_hash, "sampler": None if sampler_cfg is None else sampler_cfg.label(),
              "noise_scale": sampler_cfg.noise_scale if sampler_cfg else 0.0,
              f"coverage@{k}": coverage(a, model.num_items),
@@ -134,6 +142,9 @@ def lists(ctx: "Context", run: "Run", *, k: int = 10, split: str = "test", sampl
 
 
 SWEEPS = {"metrics": metrics, "trajectory": trajectory, "noise_sensitivity": noise_sensitivity, "lists": lists}
+# Bumped when a sweep's rows gain something, so older cached rows are not taken for the new ones
+# (2: metrics rows carry the per-user sd of every metric and the user count, for intervals).
+SWEEP_VERSIONS = {"metrics": 2}
 
 
 def sampling_cost(ctx: "Context", dataset: str, entries: list[tuple[str, str, dict, SamplerConfig | None]], *,

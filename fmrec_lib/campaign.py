@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 
 LOG_NAME = "campaign.log.jsonl"
 SAFETY_S = 20.0  # stop this long before the deadline: time to write results and the archive
+MIN_LEFT_FOR_LATENCY_S = 80.0  # the latency table (a few seconds on a GPU) only with time for more
 EVAL_OVERHEAD = 1.15  # validations and the final test on top of the training epochs, in the estimate
 DATASET_ORDER = ("ml-100k", "beauty", "yelp", "steam")
 # Epochs the authors' FMRec runs took before their patience rule stopped them (the issue's
-# measurement), for "expected" estimates before this project has measured its own.
-AUTHORS_EPOCHS = {"ml-100k": 260, "beauty": 480}
+# measurement): the "expected" budget of FMRec runs before this project has measured its own.
+AUTHORS_FMREC_EPOCHS = {"ml-100k": 260, "beauty": 480}
+EXPECTED_QUANTILE = 0.9  # budget the 90th percentile of recorded runs' epochs, not the median
 ESTIMATES = ("max", "expected")
 FIRST_GROUP = ("ml-100k", "beauty")  # "Yelp after them"
 
@@ -101,10 +103,7 @@ def plan(ctx: Context) -> list[PlannedJob]:
             key = spec_hash(ctx, job.spec) if isinstance(job.spec, RunSpec) else job.spec.name
             if key in merged:
                 entry = merged[key]
-                entry.priority = min(entry.priority, priority)
-                known = {json.dumps(s.to_json(), sort_keys=True) for s in entry.sweeps}
-                entry.sweeps += [s for s in job.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
-                entry.notebooks = sorted(set(entry.notebooks) | {notebook})
+                _merge_into(entry, PlannedJob(job.spec.name, job.spec, list(job.sweeps), priority, [notebook]))
                 if isinstance(job.spec, RunSpec) and len(job.spec.overrides) < len(entry.spec.overrides):
                     entry.spec, entry.name = job.spec, job.spec.name  # the same run, named most simply
             else:
@@ -134,32 +133,41 @@ class CampaignLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def _speed_key(dataset: str, model: str, device: str) -> str:
-    return f"{dataset}|{model}|{device}"
+def speed_key(ctx: Context, spec: RunSpec) -> str:
+    """What a measured speed applies to: dataset, model, device, torch and the speed settings."""
+    import torch
+
+    from .train import TrainConfig
+
+    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    flags = ",".join(f"{k}={tc.get(k, getattr(TrainConfig, k))}" for k in (*TrainConfig.SPEED_FIELDS, "amp_bf16"))
+    return f"{spec.dataset}|{spec.model}|{ctx.device_label}|torch {torch.__version__}|{flags}"
 
 
 def _known_speeds(ctx: Context) -> dict[str, float]:
-    """Seconds per epoch measured by earlier jobs on this kind of device, from every store's log."""
+    """Steady seconds per epoch of finished runs (not first epochs, which carry start-up and
+    compilation), from every store's log, by :func:`speed_key`."""
     speeds: dict[str, float] = {}
     for store in ctx.stores:
         for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("s_per_epoch") and entry.get("device") == ctx.device_label:
-                speeds[_speed_key(entry["dataset"], entry["model"], entry["device"])] = float(entry["s_per_epoch"])
+            if entry.get("event") == "done" and entry.get("s_per_epoch") and entry.get("speed_key"):
+                speeds[entry["speed_key"]] = float(entry["s_per_epoch"])
     return speeds
 
 
 def _is_done(ctx: Context, job: PlannedJob) -> bool:
     """Recorded, and every sweep it owes cached."""
-    from .runs import _key_json, _lookup, find
+    from .runs import find
 
     found = find(ctx, job.spec)
-    if found is None:
-        return False
-    for sw in job.sweeps:
-        key = _key_json(sw.key(found.config_hash))
-        if all(_lookup(store.cache(sw.kind), key) is None for store in ctx.stores):
-            return False
-    return True
+    return found is not None and _sweeps_cached(ctx, job, found.config_hash)
+
+
+def _sweeps_cached(ctx: Context, job: PlannedJob, config_hash: str) -> bool:
+    from .runs import key_text, lookup
+
+    return all(any(lookup(store.cache(sw.kind), key_text(sw.key(config_hash))) is not None for store in ctx.stores)
+               for sw in job.sweeps)
 
 
 def _max_epochs(ctx: Context, spec: RunSpec) -> int:
@@ -174,31 +182,34 @@ def _max_epochs(ctx: Context, spec: RunSpec) -> int:
 
 def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
     """Epochs a run is budgeted for: its maximum (``max``, the safe rule), or (``expected``) the
-    median of the epochs that recorded runs of the same dataset and model took at this size,
-    else what the authors' runs took, never more than the maximum."""
+    90th percentile of the epochs recorded runs of the same dataset and model took at this
+    size, else (FMRec only) what the authors' runs took, never more than the maximum. A run
+    that goes on longer is stopped at the deadline, and in a GPU window its work is lost."""
     if mode not in ESTIMATES:
         raise ValueError(f"epochs estimate must be one of {ESTIMATES}, got {mode!r}")
     most = _max_epochs(ctx, spec)
     if mode == "max" or most == 0:
         return most
+    import numpy as np
+
     from .results import read_results
 
     taken = []
     for store in ctx.stores:
         rows = read_results(store.runs)
-        rows = rows[(rows["dataset"] == spec.dataset) & (rows["model"] == spec.model)].drop_duplicates("run_id")
+        rows = rows[(rows["dataset"] == spec.dataset) & (rows["model"] == spec.model)].drop_duplicates("config_hash")
         taken += [int(e) for e in rows["epochs_run"] if e == e and int(e) > 0]
     if taken:
-        return min(most, int(sorted(taken)[len(taken) // 2]))
-    prior = AUTHORS_EPOCHS.get(spec.dataset) if ctx.size.name == "paper" else None
+        return min(most, int(np.ceil(np.quantile(taken, EXPECTED_QUANTILE))))
+    prior = AUTHORS_FMREC_EPOCHS.get(spec.dataset) if ctx.size.name == "paper" and spec.model == "fmrec" else None
     return min(most, prior) if prior else most
 
 
 def execute_job(payload: dict) -> dict:
     """Run one job (in a worker process, a cluster job or inline): train or reuse the run,
     then its sweeps. Never raises: the outcome is a dict with ``status``."""
-    from .runs import find, run, sweep
-    from .train import DeadlineReached
+    from .runs import find, retrain, run, sweep
+    from .train import DeadlineReached, NonFiniteLossError
 
     t0 = time.time()
     ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
@@ -206,7 +217,8 @@ def execute_job(payload: dict) -> dict:
     ctx.deadline = payload["deadline"] - SAFETY_S / 2
     ctx.allow_cpu_training = payload["allow_cpu_training"]
     spec = RunSpec.from_json(payload["spec"])
-    out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label}
+    out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label,
+           "speed_key": speed_key(ctx, spec)}
     try:
         existing = find(ctx, spec)
         trained = existing is None
@@ -220,41 +232,37 @@ def execute_job(payload: dict) -> dict:
             try:
                 sweep(ctx, r, sw)
             except MissingModelError:  # recorded earlier, its model lost before the sweeps: retrain it here
-                _retrain(ctx, r)
+                retrain(r)
                 sweep(ctx, r, sw)
         out.update(status="done", sweeps=len(payload["sweeps"]))
     except DoesNotFit as e:  # its first epoch's speed keeps the next runs of its kind from trying
         out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4))
     except DeadlineReached as e:
         out.update(status="deadline", reason=str(e))
+    except (NonFiniteLossError, FloatingPointError) as e:  # the same settings fail the same way: not retried
+        out.update(status="failed", permanent=True, reason=f"{type(e).__name__}: {e}")
     except Exception as e:  # recorded in the log; the campaign goes on with the next job
         out.update(status="failed", reason=f"{type(e).__name__}: {e}")
     out["wall_s"] = round(time.time() - t0, 1)
     return out
 
 
+STEADY_EPOCH = 2  # the first epoch carries start-up and compilation: judge the speed on the second
+
+
 def _fit_check(ctx: Context, spec: RunSpec, epochs_budget: int | None = None):
-    """An ``on_epoch_end`` hook: after the first epoch, give up at once if the measured speed
-    says the run cannot reach its budgeted epochs (default: its maximum) before the deadline."""
-    max_epochs = epochs_budget or _max_epochs(ctx, spec)
-    started = time.time()
+    """An ``on_epoch_end`` hook: after the first steady epoch, give up at once if the measured
+    speed says the run cannot reach its budgeted epochs (default: its maximum) before the deadline."""
+    budget = epochs_budget or _max_epochs(ctx, spec)
 
     def check(epoch: int, record: dict) -> None:
-        if epoch == 1 and ctx.deadline is not None:
-            projected = started + record.get("seconds", 0.0) * max_epochs * EVAL_OVERHEAD
+        if epoch == min(STEADY_EPOCH, budget) and ctx.deadline is not None:
+            seconds = record.get("seconds", 0.0)
+            projected = time.time() + seconds * (budget - epoch) * EVAL_OVERHEAD
             if projected > ctx.deadline:
-                raise DoesNotFit(f"{spec.name}: {record.get('seconds', 0):.2f} s per epoch x {max_epochs} epochs "
-                                 f"does not fit the {ctx.deadline - started:.0f} s left", record.get("seconds", 0.0))
+                raise DoesNotFit(f"{spec.name}: {seconds:.2f} s per epoch x {budget} epochs does not fit the "
+                                 f"{ctx.deadline - time.time():.0f} s left", seconds)
     return check
-
-
-def _retrain(ctx: Context, r) -> None:
-    from .runs import _resolve
-    from .train import fit
-
-    ds, mc, tc = _resolve(ctx, r.spec)
-    fit(ds, r.spec.model, mc, tc, device=ctx.device, checkpoint_dir=ctx.store.checkpoints, progress=False,
-        deadline=ctx.deadline)
 
 
 class _InlineExecutor(cf.Executor):
@@ -284,7 +292,7 @@ def make_executor(kind: str, jobs: int, options: dict, ctx: Context) -> cf.Execu
 def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 540.0, jobs: int = 1, *,
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
-                 allow_cpu_training: bool = False, epochs_estimate: str = "max") -> dict:
+                 allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False) -> dict:
     """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
 
     ``epochs_estimate``: ``max`` budgets every run for its maximum epochs (nothing is ever cut
@@ -302,13 +310,17 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
         _resolve_tuned(ctx, job)
     done_before = [j for j in pending if isinstance(j.spec, RunSpec) and _is_done(ctx, j)]
     pending = [j for j in pending if j not in done_before]
+    failed = set() if retry_failed else _permanent_failures(ctx)
+    skipped_failed = [j.name for j in pending if j.config_hash in failed]
+    pending = [j for j in pending if j.config_hash not in failed]
     speeds = _known_speeds(ctx)
     if dry_run:
         return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
                 "plan": [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
                           "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]}
     clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, jobs=jobs,
-               pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate)
+               pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate,
+               skipped_after_permanent_failure=skipped_failed)
     _measure_sampling_cost(ctx, clog, t_end)
     pool = make_executor(executor, jobs, executor_options or {}, ctx)
     in_flight: dict[cf.Future, PlannedJob] = {}
@@ -327,7 +339,11 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
                 in_flight[pool.submit(execute_job, job.payload(ctx, t_end, budget))] = job
             if not in_flight:
                 break
-            finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+            finished, _ = cf.wait(list(in_flight), timeout=max(1.0, t_end - time.time()),
+                                  return_when=cf.FIRST_COMPLETED)
+            if not finished and time.time() >= t_end:  # a job overran its deadline: stop waiting for it
+                clog.write("deadline passed", still_running=[j.name for j in in_flight.values()])
+                break
             for future in finished:
                 job = in_flight.pop(future)
                 try:
@@ -336,23 +352,37 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
                     outcome = {"name": job.name, "dataset": job.dataset, "model": job.model, "status": "failed",
                                "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
                 outcomes.append(outcome)
-                if outcome.get("s_per_epoch"):
-                    speeds[_speed_key(job.dataset, job.model, ctx.device_label)] = outcome["s_per_epoch"]
+                if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
+                    speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
                 clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
                 if outcome["status"] == "failed" and job.priority[0] == 0:
                     log.error("%s failed: %s", job.name, outcome.get("reason"))
                 if archive:
                     write_archive(ctx, archive)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not in_flight, cancel_futures=True)
     skipped = [j.name for j in pending]
     clog.write("campaign end", finished=sum(o["status"] == "done" for o in outcomes), not_started=len(skipped),
                time_left_s=round(t_end - time.time()))
     if archive:
         write_archive(ctx, archive)
     return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
-            "outcomes": outcomes, "not_started": skipped, "results": str(ctx.results_dir),
+            "outcomes": outcomes, "not_started": skipped, "skipped_after_permanent_failure": skipped_failed,
+            "still_running": [j.name for j in in_flight.values()], "results": str(ctx.results_dir),
             "archive": str(archive) if archive else None}
+
+
+def _permanent_failures(ctx: Context) -> set[str]:
+    """Configuration hashes whose last attempt failed in a way that repeats (logged ``permanent``)."""
+    failed = set()
+    for store in ctx.stores:
+        for entry in CampaignLog(store.results / LOG_NAME).entries():
+            if entry.get("config_hash"):
+                if entry.get("event") == "failed" and entry.get("permanent"):
+                    failed.add(entry["config_hash"])
+                elif entry.get("event") == "done":
+                    failed.discard(entry["config_hash"])
+    return failed
 
 
 def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> None:
@@ -365,31 +395,43 @@ def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> Non
     params = reports.DEFAULTS["07_does_the_flow_matter"]
     entries = reports.cost_entries(params["steps"])
     for dataset in params["datasets"]:
-        if not reports._available(ctx, dataset) or t_end - time.time() < 4 * SAFETY_S:
+        if not reports.available(ctx, dataset) or t_end - time.time() < MIN_LEFT_FOR_LATENCY_S:
             continue
-        key = reports.sampling_cost_key(ctx, dataset, entries, 1000)
+        key = reports.sampling_cost_key(ctx, dataset, entries, reports.COST_USERS)  # this device's kind
         t0 = time.time()
         cached_rows([s.cache("sampling_cost") for s in ctx.stores], key,
-                    lambda: sampling_cost(ctx, dataset, entries, users=1000))
+                    lambda: sampling_cost(ctx, dataset, entries, users=reports.COST_USERS))
         clog.write("sampling cost", dataset=dataset, device=ctx.device_label, wall_s=round(time.time() - t0, 1))
 
 
 def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str = "max") -> float | None:
-    s = speeds.get(_speed_key(job.dataset, job.model, ctx.device_label))
-    if s is None or not isinstance(job.spec, RunSpec):
+    """Seconds a job needs: none to train when its run is recorded and its model is here (only
+    sweeps are left), else measured seconds per epoch x budgeted epochs x validations; None
+    while its kind's speed is unknown."""
+    from .runs import find
+
+    if not isinstance(job.spec, RunSpec):
         return None
-    return round(s * planned_epochs(ctx, job.spec, mode) * EVAL_OVERHEAD, 1)
+    recorded = find(ctx, job.spec)
+    if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
+        return 0.0
+    s = speeds.get(speed_key(ctx, job.spec))
+    return None if s is None else round(s * planned_epochs(ctx, job.spec, mode) * EVAL_OVERHEAD, 1)
 
 
 def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float,
                     epochs_estimate: str = "max") -> PlannedJob | None:
     """The first pending job (in priority order) that is resolvable, not a duplicate of a
-    running one, not done meanwhile, and whose estimate fits the time left."""
+    running one, not done meanwhile, and whose estimate fits the time left. A later-seed job
+    that resolves to a run another pending job also needs is merged into that job."""
     left = t_end - time.time() - SAFETY_S
     running_hashes = {j.config_hash for j in running}
     for job in list(pending):
         if not _resolve_tuned(ctx, job):
             continue  # its tuning runs are not all recorded yet
+        for other in [o for o in pending if o is not job and o.config_hash == job.config_hash]:
+            _merge_into(job, other)
+            pending.remove(other)
         if job.config_hash in running_hashes:
             continue
         if _is_done(ctx, job):
@@ -400,6 +442,14 @@ def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_
             continue
         return job
     return None
+
+
+def _merge_into(job: PlannedJob, other: PlannedJob) -> None:
+    """``job`` takes over ``other`` (the same run): its sweeps, notebooks and the higher priority."""
+    known = {json.dumps(s.to_json(), sort_keys=True) for s in job.sweeps}
+    job.sweeps += [s for s in other.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
+    job.notebooks = sorted(set(job.notebooks) | set(other.notebooks))
+    job.priority = min(job.priority, other.priority)
 
 
 def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:
@@ -417,13 +467,23 @@ def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:
 
 
 def write_archive(ctx: Context, path: str | Path) -> Path:
-    """Pack ``results/<size>/`` (runs, per-user files, caches, tables, the log) into ``path``."""
+    """Pack ``results/<size>/`` (runs, per-user files, caches, tables, the log) into ``path``;
+    each file is read under its lock, so no half-written append is packed."""
+    from .results import locked
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(ctx.results_dir, arcname=f"results/{ctx.size.name}",
-                filter=lambda info: None if info.name.endswith(".lock") else info)
+        for file in sorted(p for p in ctx.results_dir.rglob("*") if p.is_file()):
+            if file.name.endswith((".lock", ".tmp")) or ".tmp." in file.name:
+                continue
+            arcname = f"results/{ctx.size.name}/{file.relative_to(ctx.results_dir)}"
+            if Path(str(file) + ".lock").exists():
+                with locked(file, shared=True):
+                    tar.add(file, arcname=arcname)
+            else:
+                tar.add(file, arcname=arcname)
     tmp.replace(path)
     return path
 

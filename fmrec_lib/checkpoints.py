@@ -68,6 +68,8 @@ def load(path: str | Path, *, kind: str | None = None) -> dict:
                               f"{str(e).splitlines()[0] if str(e) else e}): {advice}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} is not an fmrec_lib checkpoint: {advice}")
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format', 1)}, this code reads {FORMAT}: {advice}")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path} is a {ckpt.get('kind', 'older')!r} checkpoint, expected {kind!r}: {advice}")
     return ckpt

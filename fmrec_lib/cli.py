@@ -228,7 +228,8 @@ def _cmd_campaign(args) -> int:
     summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, jobs=args.jobs,
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
-                           allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate)
+                           allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate,
+                           retry_failed=args.retry_failed)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -277,7 +278,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--deadline", type=positive_float, required=True, help="seconds from now to stop by")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
-    p.add_argument("--archive", default=None, help="write results/<size>/ into this .tar.gz at the end")
+    p.add_argument("--archive", default=None, help="pack results/<size>/ into this .tar.gz after every finished job")
+    p.add_argument("--retry-failed", action="store_true", help="also retry jobs whose last attempt failed for good "
+                                                                "(a NaN loss or NaN scores)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")
     p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
     p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],

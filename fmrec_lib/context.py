@@ -78,6 +78,7 @@ class Context:
     data_options: dict = field(default_factory=dict)  # load_dataset options (fmt, data_dir, max_users, ...)
     epoch_hook: Any = None  # called as hook(epoch, record) after every training epoch (the campaign's checks)
     _datasets: dict = field(default_factory=dict, repr=False)
+    _reported: set = field(default_factory=set, repr=False)
 
     @classmethod
     def create(cls, size: str = "auto", device: str = "auto", output_dir: str | Path | None = None,
@@ -92,10 +93,6 @@ class Context:
         return cls(get_size(resolve_size(size, device)), dev, root, progress, others)
 
     # -- where things go ------------------------------------------------------------------
-
-    @property
-    def size_name(self) -> str:
-        return self.size.name
 
     @property
     def store(self) -> Store:
@@ -149,9 +146,10 @@ class Context:
 
     def caption(self, claim: str, measured: str) -> "Caption":
         return Caption(f"**Paper:** {claim}  \n**Measured:** {measured}  \n*Size: {self.size.description}; device: "
-                       f"{self.device_label}; outputs: {self._where()}.*")
+                       f"{self.device_label}; outputs: {self.where()}.*")
 
-    def _where(self) -> str:
+    def where(self) -> str:
+        """The results folder, relative to the repository when inside it."""
         try:
             return str(self.results_dir.relative_to(REPO_ROOT))
         except ValueError:
@@ -160,14 +158,31 @@ class Context:
     # -- data and runs ----------------------------------------------------------------------
 
     def dataset(self, name: str):
-        """A dataset with this size's user cap (cached per context)."""
+        """A dataset with this size's user cap (cached per context, failures too)."""
         from .data import load_dataset
 
         if name not in self._datasets:
             options = dict(self.data_options)
             max_users = options.pop("max_users", self.size.user_cap(name))
-            self._datasets[name] = load_dataset(name, max_users=max_users, **options)
-        return self._datasets[name]
+            try:
+                self._datasets[name] = load_dataset(name, max_users=max_users, **options)
+            except Exception as e:  # remembered: a missing dataset is looked for (or downloaded) once
+                self._datasets[name] = e
+        found = self._datasets[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def dataset_error(self, name: str) -> Exception | None:
+        """Why ``name`` cannot be loaded here (logged once), or None when it can."""
+        try:
+            self.dataset(name)
+            return None
+        except Exception as e:  # a missing file, an offline download, a missing download library
+            if name not in self._reported:
+                self._reported.add(name)
+                log.warning("dataset %s is not available here: %s", name, str(e).splitlines()[0] if str(e) else e)
+            return e
 
     def run(self, dataset: str, model: str = "fmrec", seed: int = 1997, **overrides: Any):
         """Train one configuration, or reuse it when a store has it (:func:`fmrec_lib.runs.run`)."""
@@ -203,5 +218,5 @@ def setup(notebook: str, size: str = "smoke", device: str = "auto", output_dir: 
         output_dir = LOCAL_ROOT
         log.warning("%s: parameters differ from the committed configuration; outputs go to %s", notebook, LOCAL_ROOT)
     ctx = Context.create(size, device, output_dir, progress)
-    print(f"{notebook}: size={ctx.size.name} device={ctx.device_label} outputs={ctx._where()}")
+    print(f"{notebook}: size={ctx.size.name} device={ctx.device_label} outputs={ctx.where()}")
     return ctx

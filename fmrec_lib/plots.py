@@ -98,7 +98,7 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, hue: str, title: str, xlabel: 
         twins = [h for h in groups if h != g and signature[h] == signature[g]]
         label = str(g) + (f" (identical to {', '.join(map(str, twins))})" if twins else "")
         ax.plot(s[x], s[y], marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-                color=palette[i], markersize=7 - i, label=label, alpha=0.9)
+                color=palette[i], markersize=max(3, 8 - 1.5 * i), label=label, alpha=0.9)
         if low and high:
             ax.fill_between(s[x], s[low], s[high], color=palette[i], alpha=0.15)
     if logx:
@@ -107,7 +107,8 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, hue: str, title: str, xlabel: 
     ax.set_ylabel(ylabel)
     _span(ax, frame[y].to_numpy(dtype=float))
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
+    kinds = sorted(set(frame["error_bar"].astype(str))) if (low and "error_bar" in frame) else []
+    ax.set_title(title + (f"\nbands: {'; '.join(kinds)}" if kinds else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -172,11 +173,17 @@ def cost_quality(cost: pd.DataFrame, *, title: str):
     for ax, dataset in zip(axes[0], datasets):
         sub = cost[cost["dataset"] == dataset]
         fm = sub[sub["model"] == "fmrec"].sort_values("ms_per_1000_users")
-        ax.plot(fm["ms_per_1000_users"], fm["NDCG@10"], "-o", color="C3", label="FMRec (1..n Euler steps)")
+        def yerr(frame):
+            if "NDCG@10_low" not in frame:
+                return None
+            return np.vstack([frame["NDCG@10"] - frame["NDCG@10_low"], frame["NDCG@10_high"] - frame["NDCG@10"]])
+
+        ax.errorbar(fm["ms_per_1000_users"], fm["NDCG@10"], yerr=yerr(fm), fmt="-o", color="C3", capsize=3,
+                    label="FMRec (1..n Euler steps)")
         others = sub[sub["model"] != "fmrec"]
-        for i, (_, row) in enumerate(others.iterrows()):
-            ax.plot(row["ms_per_1000_users"], row["NDCG@10"], MARKERS[(i + 1) % len(MARKERS)], color=f"C{i}",
-                    markersize=8, label=row["label"])
+        for i, (index, row) in enumerate(others.iterrows()):
+            ax.errorbar(row["ms_per_1000_users"], row["NDCG@10"], yerr=yerr(others.loc[[index]]),
+                        fmt=MARKERS[(i + 1) % len(MARKERS)], color=f"C{i}", markersize=8, capsize=3, label=row["label"])
         for _, row in sub.iterrows():
             calls = int(row["n_model_calls"])
             ax.annotate(f"{calls} call{'s' if calls > 1 else ''}", (row["ms_per_1000_users"], row["NDCG@10"]),
@@ -186,6 +193,7 @@ def cost_quality(cost: pd.DataFrame, *, title: str):
         ax.set_ylabel("test NDCG@10 (%)")
         ax.set_title(dataset)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    kinds = sorted(set(cost["error_bar"].astype(str))) if "error_bar" in cost else []
+    fig.suptitle(title + (f"\nerror bars: {'; '.join(kinds)}" if kinds else ""), fontsize=10)
     fig.tight_layout()
     return fig

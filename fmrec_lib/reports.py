@@ -20,9 +20,9 @@ import pandas as pd
 
 from .data import DATASETS, DatasetNotFoundError, load_reference_split
 from .paper import CLAIMED_AVERAGE_GAIN, PAPER_NUMBERS
-from .runs import Run, RunSpec, Sweep, grid_points, selected_point
+from .runs import MissingRunError, Run, RunSpec, Sweep, grid_points, selected_point
 from .solvers import SamplerConfig
-from .stats import TEST_NAME, interval, paired_bootstrap, per_user
+from .stats import TEST_NAME, interval, interval_from_summary, paired_bootstrap, per_user
 
 if TYPE_CHECKING:
     from .context import Context
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 METRICS = [f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)]
 BEYOND = ["coverage@10", "avg_popularity@10", "long_tail@10"]
 SEEDS = [1997, 1998, 1999]
+COST_USERS = 1000  # users whose scoring notebook 07 times per model
 MODEL_LABELS = {"pop": "popularity", "gru4rec": "GRU4Rec", "sasrec": "SASRec", "diffurec": "DiffuRec", "fmrec": "FMRec"}
 
 # The committed configuration of every notebook (its parameters cell holds the same values,
@@ -62,7 +63,6 @@ def is_committed_configuration(notebook: str, params: dict) -> bool:
     return given == {k: DEFAULTS[notebook][k] for k in given} and set(given) >= set(DEFAULTS[notebook])
 
 
-# -- the work each notebook needs ---------------------------------------------------------
 
 TIER_DEFAULT, TIER_MAIN, TIER_ABLATION = 0, 1, 2  # FMRec's default run, the main table, the rest
 
@@ -98,12 +98,10 @@ class Job:
     seed_rank: int = 0  # 0 for a notebook's first seed: every first seed runs before any later one
 
 
-def _available(ctx: "Context", dataset: str) -> bool:
-    try:
-        ctx.dataset(dataset)
-        return True
-    except (DatasetNotFoundError, FileNotFoundError):
-        return False
+def available(ctx: "Context", dataset: str) -> bool:
+    """Whether the dataset can be loaded here (a missing file, an offline download, a download
+    library the machine lacks: all mean no); the reason is logged once."""
+    return ctx.dataset_error(dataset) is None
 
 
 def _euler(steps: int) -> dict:
@@ -117,7 +115,7 @@ def jobs(ctx: "Context", notebook: str, **params) -> list[Job]:
     fm = "fmrec"
     if notebook == "01_main_results":
         for dataset in p["datasets"]:
-            if not _available(ctx, dataset):
+            if not available(ctx, dataset):
                 continue
             for model in p["models"]:
                 over = {} if model == "pop" else {"profile": p["profile"]}
@@ -163,13 +161,15 @@ def jobs(ctx: "Context", notebook: str, **params) -> list[Job]:
         out.append(Job(RunSpec(p["dataset"], fm, p["seed"], {"profile": "clean"}), TIER_ABLATION, notebook))
     elif notebook == "07_does_the_flow_matter":
         for dataset in p["datasets"]:
-            if not _available(ctx, dataset):
+            if not available(ctx, dataset):
                 continue
             for rank, seed in enumerate(p["seeds"]):
                 for name, over in flow_variants(p["deltas"]).items():
-                    sweeps = [Sweep("noise_sensitivity")]
-                    if not over:
-                        sweeps += [Sweep("metrics", _euler(n)) for n in p["steps"]] if rank == 0 else []
+                    sweeps = []
+                    if rank == 0:  # the notebook reads these for the first seed only
+                        sweeps.append(Sweep("noise_sensitivity"))
+                        if not over:
+                            sweeps += [Sweep("metrics", _euler(n)) for n in p["steps"]]
                     out.append(Job(RunSpec(dataset, fm, seed, over), TIER_DEFAULT if not over else TIER_ABLATION,
                                    notebook, sweeps, seed_rank=rank))
     elif notebook != "00_datasets":
@@ -177,16 +177,10 @@ def jobs(ctx: "Context", notebook: str, **params) -> list[Job]:
     return out
 
 
-def all_jobs(ctx: "Context") -> list[Job]:
-    """Every job of every notebook at its committed configuration."""
-    return [job for notebook in DEFAULTS for job in jobs(ctx, notebook)]
-
-
 def _noise(scale: float) -> dict:
     return {"sampler": SamplerConfig(method="stochastic", noise_scale=scale)} if scale > 0 else {}
 
 
-# -- helpers -----------------------------------------------------------------------------------
 
 def _seed_values(runs: list[Run], metric: str) -> list[float]:
     return [r.test[metric] for r in runs]
@@ -200,12 +194,24 @@ def _user_values(runs: list[Run], metric: str) -> np.ndarray | None:
     return np.mean([per_user(x, metric) for x in ranks], axis=0)
 
 
+def sweep_interval(row: dict, metric: str) -> dict:
+    """``<metric>_low``, ``<metric>_high`` and ``error_bar`` of a metrics-sweep row: a 95 %
+    interval over the users of that one evaluation (Wilson's for HR)."""
+    iv = interval_from_summary(row[metric], row.get(f"{metric}_user_sd", 0.0), int(row.get("users", 0)), metric)
+    return {f"{metric}_low": iv.low, f"{metric}_high": iv.high, "error_bar": iv.kind}
+
+
+def run_interval(r: Run, metric: str) -> dict:
+    """The same for a run's own test metric, from its per-user ranks."""
+    iv = _interval_row([r], metric)
+    return {f"{metric}_low": iv["low"], f"{metric}_high": iv["high"], "error_bar": iv["error_bar"]}
+
+
 def _interval_row(runs: list[Run], metric: str) -> dict:
     iv = interval(_seed_values(runs, metric), metric, _user_values(runs[:1], metric) if len(runs) == 1 else None)
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "error_bar": iv.kind}
 
 
-# -- 00 datasets ---------------------------------------------------------------------------
 
 def dataset_report(ctx: "Context", datasets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The dataset table (full datasets, with missing ones marked and the split check against
@@ -245,7 +251,6 @@ def dataset_caption(ctx: "Context", table: pd.DataFrame) -> str:
         f"use at most {ctx.size.user_cap('*') or 'all'} users per dataset.")
 
 
-# -- 01 main results -----------------------------------------------------------------------
 
 @dataclass
 class MainResults:
@@ -265,21 +270,26 @@ def main_results(ctx: "Context", datasets: list[str], models: list[str], seeds: 
     grid = DEFAULTS["01_main_results"]["grid"] if grid is None else grid
     per_seed, tuning, missing, runs = [], [], [], {}
     for dataset in datasets:
-        if not _available(ctx, dataset):
+        if not available(ctx, dataset):
             missing.append(dataset)
             continue
         for model in models:
-            chosen = {}
-            if model != "pop":
-                _, table = ctx.tune(dataset, model, grid, seed=seeds[0], profile=profile)
-                tuning.append(table)
-                chosen = {k: table[table["selected"]].iloc[0][k] for k in grid}
-                chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in chosen.items()}
-            for seed in seeds:
-                overrides = {} if model == "pop" else {"profile": profile, **chosen}
-                r = ctx.run(dataset, model, seed, **overrides)
+            try:
+                chosen = {}
+                if model != "pop":
+                    _, table = ctx.tune(dataset, model, grid, seed=seeds[0], profile=profile)
+                    tuning.append(table)
+                    chosen = {k: table[table["selected"]].iloc[0][k] for k in grid}
+                    chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in chosen.items()}
+                model_runs = [ctx.run(dataset, model, seed, **({} if model == "pop" else {"profile": profile, **chosen}))
+                              for seed in seeds]
+            except MissingRunError as e:  # paper size on a CPU: render what the campaign has produced so far
+                missing.append(f"{dataset} {model} (not computed yet: {str(e).split(' and ')[0]})")
+                continue
+            for seed, r in zip(seeds, model_runs):
                 runs.setdefault((dataset, model), []).append(r)
-                per_seed.append({"dataset": dataset, "model": model, "profile": profile, "seed": seed,
+                per_seed.append({"dataset": dataset, "model": model, "profile": r.model_config.get("profile", profile),
+                                 "seed": seed,
                                  "config_hash": r.config_hash, **chosen, **{m: r.test[m] for m in METRICS},
                                  **{m: r.test.get(m, math.nan) for m in BEYOND}, "epochs_run": r.epochs_run,
                                  "best_epoch": r.best_epoch, "device": r.device})
@@ -287,13 +297,17 @@ def main_results(ctx: "Context", datasets: list[str], models: list[str], seeds: 
     summary = _main_summary(runs)
     gains = _gains(runs, summary)
     beyond = (per_seed.groupby(["dataset", "model"], sort=False)[BEYOND].mean().reset_index()
-              if not per_seed.empty else pd.DataFrame())
+              if not per_seed.empty else pd.DataFrame(columns=["dataset", "model", *BEYOND]))
     tuning = pd.concat(tuning, ignore_index=True) if tuning else pd.DataFrame()
     for frame, name in ((summary, "01_main_results"), (per_seed, "01_main_results_per_seed"),
                         (tuning, "01_main_results_tuning"), (gains, "01_main_results_gain"),
                         (beyond, "01_main_results_beyond_accuracy")):
         ctx.write(frame, name)
     return MainResults(per_seed, summary, tuning, gains, beyond, missing)
+
+
+SUMMARY_COLUMNS = ["dataset", "model", "metric", "mean", "sd", "seeds", "low", "high", "error_bar", "paper",
+                   "difference_to_paper"]
 
 
 def _main_summary(runs: dict) -> pd.DataFrame:
@@ -306,7 +320,7 @@ def _main_summary(runs: dict) -> pd.DataFrame:
                          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "seeds": len(values),
                          **{k: v for k, v in _interval_row(rs, metric).items() if k != "mean"},
                          "paper": paper, "difference_to_paper": None if paper is None else float(np.mean(values)) - paper})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def _gains(runs: dict, summary: pd.DataFrame) -> pd.DataFrame:
@@ -343,15 +357,16 @@ def main_caption(ctx: "Context", res: MainResults) -> str:
     g = res.gains
     if len(g):
         avg = g["gain_percent"].mean()
-        sig = g[g.get("significant", pd.Series(False, index=g.index)).fillna(False).astype(bool)]
-        better = int((sig["difference"] > 0).sum()) if len(sig) else 0
-        worse = int((sig["difference"] < 0).sum()) if len(sig) else 0
+        tested = g[g["significant"].notna()] if "significant" in g else g.iloc[0:0]
+        sig = tested[tested["significant"].astype(bool)]
+        better, worse = int((sig["difference"] > 0).sum()), int((sig["difference"] < 0).sum())
         gain_txt = (f"FMRec's relative gain over the strongest baseline, averaged over {len(g)} dataset x metric "
                     f"pairs: {avg:.1f} %; significantly better in {better}, worse in {worse}, not significantly "
-                    f"different in {len(g) - better - worse} ({TEST_NAME})")
+                    f"different in {len(tested) - better - worse}, untested (per-user ranks missing) in "
+                    f"{len(g) - len(tested)} ({TEST_NAME})")
     else:
         gain_txt = "no gain computed (FMRec or a baseline missing)"
-    missing = f" Missing datasets: {', '.join(res.missing)}." if res.missing else ""
+    missing = f" Missing: {'; '.join(res.missing)}." if res.missing else ""
     seeds = int(res.summary["seeds"].max()) if len(res.summary) else 0
     return ctx.caption(
         "Beauty HR@5 = 5.84 %; FMRec beats the strongest baseline by 6.53 % on average over four datasets.",
@@ -359,7 +374,6 @@ def main_caption(ctx: "Context", res: MainResults) -> str:
         f"selected model at the first seed.{missing}")
 
 
-# -- 02 trajectory -------------------------------------------------------------------------
 
 def trajectory_report(ctx: "Context", dataset: str, seed: int, steps: list[int], users: int = 64):
     """NDCG against Euler steps for the straight and cosine paths, sampled trajectories, and
@@ -369,7 +383,8 @@ def trajectory_report(ctx: "Context", dataset: str, seed: int, steps: list[int],
         r = ctx.run(dataset, "fmrec", seed, **({} if path == "straight" else {"path": path}))
         for n in steps:
             m = ctx.sweep(r, "metrics", **_euler(n))[0]
-            rows.append({"path": path, "steps": n, **{k: m[k] for k in METRICS}, "config_hash": r.config_hash})
+            rows.append({"path": path, "steps": n, **{k: m[k] for k in METRICS}, **sweep_interval(m, "NDCG@10"),
+                         "config_hash": r.config_hash})
         traj = pd.DataFrame(ctx.sweep(r, "trajectory", users=users, steps=30))
         traj["variant"] = path
         paths.append(traj)
@@ -394,7 +409,6 @@ def trajectory_caption(ctx: "Context", table: pd.DataFrame, noise: pd.DataFrame,
         f"at most (t in {list(noise['t'])}).")
 
 
-# -- 03 loss ablation ----------------------------------------------------------------------
 
 LOSS_VARIANTS = {
     "FMRec (x1 prediction)": {},
@@ -442,7 +456,6 @@ def loss_caption(ctx: "Context", table: pd.DataFrame, dataset: str) -> str:
         + f". Error bars: {hr5['error_bar'].iloc[0]}; differences inside overlapping intervals are not effects.")
 
 
-# -- 04 sampler ----------------------------------------------------------------------------
 
 SOLVERS = {"Euler, paper update": ("euler", "paper"), "Euler, textbook update": ("euler", "textbook"),
            "Heun, textbook update": ("heun", "textbook")}
@@ -463,7 +476,7 @@ def sampler_report(ctx: "Context", dataset: str, seed: int, noise_scales: list[f
         for n in steps:
             m = ctx.sweep(r, "metrics", sampler=SamplerConfig(steps=n, method=method, update=update))[0]
             solvers.append({"sampler": label, "steps": n, "n_model_calls": m["n_model_calls"],
-                            **{k: m[k] for k in METRICS}})
+                            **{k: m[k] for k in METRICS}, **sweep_interval(m, "NDCG@10")})
     det, solvers = pd.DataFrame(det), pd.DataFrame(solvers)
     ctx.write(det, "04_sampler_determinism")
     ctx.write(solvers, "04_sampler_solvers")
@@ -482,7 +495,6 @@ def sampler_caption(ctx: "Context", det: pd.DataFrame, solvers: pd.DataFrame) ->
         + ("; every sampler and step count gives the same NDCG@10" if identical else "") + ".")
 
 
-# -- 05 sensitivity ------------------------------------------------------------------------
 
 def sensitivity(ctx: "Context", dataset: str, seed: int, sweeps: dict) -> pd.DataFrame:
     """One run per value of each swept setting, the others at the paper's defaults (the shared
@@ -499,6 +511,14 @@ def sensitivity(ctx: "Context", dataset: str, seed: int, sweeps: dict) -> pd.Dat
     return table
 
 
+def paper_defaults(settings) -> dict:
+    """The paper's value of each swept FMRec setting (from ``FMRecConfig``, the one source)."""
+    from .models import FMRecConfig
+
+    defaults = FMRecConfig()
+    return {s: getattr(defaults, s) for s in settings}
+
+
 def sensitivity_caption(ctx: "Context", table: pd.DataFrame) -> str:
     by = {s: g.set_index("value")["NDCG@10"] for s, g in table.groupby("setting", sort=False)}
     fmt = lambda s: ", ".join(f"{k}: {v:.2f}" for k, v in by[s].items())  # noqa: E731
@@ -507,7 +527,6 @@ def sensitivity_caption(ctx: "Context", table: pd.DataFrame) -> str:
         "NDCG@10 (%) by " + "; ".join(f"{s} {{{fmt(s)}}}" for s in by) + ".")
 
 
-# -- 06 open questions ---------------------------------------------------------------------
 
 def diversity_report(ctx: "Context", dataset: str, seed: int, noise_scales: list[float], k: int = 10) -> pd.DataFrame:
     """Beyond accuracy, deterministic against stochastic sampling: catalogue coverage@k,
@@ -516,11 +535,29 @@ def diversity_report(ctx: "Context", dataset: str, seed: int, noise_scales: list
     rows = []
     for scale in (0.0, *noise_scales):
         stats = ctx.sweep(r, "lists", **_noise(scale))[0]
-        accuracy = r.test if scale == 0 else ctx.sweep(r, "metrics", **_noise(scale))[0]
-        rows.append({**stats, "noise_scale": scale, f"NDCG@{k}": accuracy[f"NDCG@{k}"], f"HR@{k}": accuracy[f"HR@{k}"]})
+        if scale == 0:
+            accuracy, band = r.test, run_interval(r, f"HR@{k}")
+        else:
+            accuracy = ctx.sweep(r, "metrics", **_noise(scale))[0]
+            band = sweep_interval(accuracy, f"HR@{k}")
+        rows.append({**stats, "noise_scale": scale, f"NDCG@{k}": accuracy[f"NDCG@{k}"], f"HR@{k}": accuracy[f"HR@{k}"],
+                     **band})
     table = pd.DataFrame(rows)
     ctx.write(table, "06_open_questions_diversity")
     return table
+
+
+def diversity_figure_frame(diversity: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """Notebook 06's figure data, one row per noise scale and measure: HR@k with its interval
+    over users; coverage and overlap are properties of all users' lists, not estimates."""
+    rows = []
+    for r in diversity.to_dict("records"):
+        rows.append({"noise_scale": r["noise_scale"], "measure": f"HR@{k}", "mean": r[f"HR@{k}"],
+                     "low": r[f"HR@{k}_low"], "high": r[f"HR@{k}_high"], "error_bar": r["error_bar"]})
+        for measure in (f"coverage@{k}", f"overlap@{k}_between_seeds"):
+            rows.append({"noise_scale": r["noise_scale"], "measure": measure, "mean": r[measure], "low": r[measure],
+                         "high": r[measure], "error_bar": "coverage and overlap: all users' lists, no sampling error"})
+    return pd.DataFrame(rows)
 
 
 def profile_report(ctx: "Context", dataset: str, seed: int) -> pd.DataFrame:
@@ -551,7 +588,6 @@ def open_questions_caption(ctx: "Context", diversity: pd.DataFrame, profiles: pd
         f"clean profile {p[('clean', 'clean')]:.2f} %.")
 
 
-# -- 07 does the flow matter -----------------------------------------------------------------
 
 def flow_variants(deltas: list[float]) -> dict[str, dict]:
     """The variants of notebook 07: the default, no flow input, no flow-matching term, and
@@ -571,14 +607,13 @@ class FlowResults:
 
 
 def flow_matters(ctx: "Context", datasets: list[str], seeds: list[int], deltas: list[float], steps: list[int],
-                 cost_users: int = 1000) -> FlowResults:
+                 cost_users: int = COST_USERS) -> FlowResults:
     """Is FMRec's flow doing anything? Variants trained with the same budget and seeds, the
     measured use of x_t, and the cost of sampling against its quality."""
-    from .analyses import sampling_cost
 
     variants, sens, cost, per_seed = [], [], [], []
     for dataset in datasets:
-        if not _available(ctx, dataset):
+        if not available(ctx, dataset):
             continue
         runs = {name: [ctx.run(dataset, "fmrec", seed, **over) for seed in seeds]
                 for name, over in flow_variants(deltas).items()}
@@ -601,23 +636,20 @@ def flow_matters(ctx: "Context", datasets: list[str], seeds: list[int], deltas: 
         for n in steps:
             m = ctx.sweep(default, "metrics", **_euler(n))[0]
             cost.append({"dataset": dataset, "label": f"FMRec, {n} Euler step{'s' if n > 1 else ''}", "model": "fmrec",
-                         "n_model_calls": m["n_model_calls"], "NDCG@10": m["NDCG@10"]})
+                         "n_model_calls": m["n_model_calls"], "NDCG@10": m["NDCG@10"], **sweep_interval(m, "NDCG@10")})
         for model in ("diffurec", "sasrec", "gru4rec"):
             found = _main_table_run(ctx, dataset, model, seeds[0])
             if found is not None:
                 cost.append({"dataset": dataset, "label": MODEL_LABELS[model], "model": model,
-                             "n_model_calls": _calls(found), "NDCG@10": found.test["NDCG@10"]})
+                             "n_model_calls": _calls(found), "NDCG@10": found.test["NDCG@10"],
+                             **run_interval(found, "NDCG@10")})
     cost = pd.DataFrame(cost)
     if not cost.empty:
-        from .runs import cached_rows
 
         entries = cost_entries(steps)
         latency = []
         for dataset in cost["dataset"].unique():
-            key = sampling_cost_key(ctx, dataset, entries, cost_users)
-            rows = cached_rows([s.cache("sampling_cost") for s in ctx.stores], key,
-                               lambda: sampling_cost(ctx, dataset, entries, users=cost_users))
-            latency += [{**r, "dataset": dataset} for r in rows]
+            latency += [{**r, "dataset": dataset} for r in latency_table(ctx, dataset, entries, cost_users)]
         latency = pd.DataFrame(latency)[["dataset", "label", "ms_per_1000_users", "device"]]
         cost = cost.merge(latency, on=["dataset", "label"], how="left")
     variants, sens, per_seed = pd.DataFrame(variants), pd.DataFrame(sens), pd.DataFrame(per_seed)
@@ -633,10 +665,28 @@ def cost_entries(steps: list[int]) -> list[tuple]:
     return entries + [(MODEL_LABELS[m], m, {}, None) for m in ("diffurec", "sasrec", "gru4rec")]
 
 
-def sampling_cost_key(ctx: "Context", dataset: str, entries: list[tuple], users: int) -> dict:
-    """The cache key of a latency table. The device is not in it (the rows name it): at paper
-    size the table measured on the GPU is what a CPU rendering shows."""
-    return {"size": ctx.size.name, "dataset": dataset, "users": users, "entries": [e[0] for e in entries]}
+def sampling_cost_key(ctx: "Context", dataset: str, entries: list[tuple], users: int,
+                      device_type: str | None = None) -> dict:
+    """The cache key of a latency table measured on a kind of device (``cuda``, ``cpu``)."""
+    return {"size": ctx.size.name, "dataset": dataset, "users": users, "entries": [e[0] for e in entries],
+            "device_type": device_type or ctx.device.type}
+
+
+def latency_table(ctx: "Context", dataset: str, entries: list[tuple], users: int) -> list[dict]:
+    """The latency rows of notebook 07: a GPU measurement when a store has one (so a CPU
+    rendering of paper-size results shows the GPU's), else this device's, measured now."""
+    from .analyses import sampling_cost
+    from .runs import cached_rows, key_text, lookup
+
+    for device_type in dict.fromkeys(("cuda", ctx.device.type)):
+        key = key_text(sampling_cost_key(ctx, dataset, entries, users, device_type))
+        for store in ctx.stores:
+            rows = lookup(store.cache("sampling_cost"), key)
+            if rows is not None:
+                return rows
+    return cached_rows([s.cache("sampling_cost") for s in ctx.stores],
+                       sampling_cost_key(ctx, dataset, entries, users),
+                       lambda: sampling_cost(ctx, dataset, entries, users=users))
 
 
 def _main_table_run(ctx: "Context", dataset: str, model: str, seed: int) -> Run | None:

@@ -36,13 +36,19 @@ COLUMNS = ["run_id", "config_hash", "dataset", "model", "profile", "seed", "spli
 PER_USER = "per_user"
 
 
+# Columns holding identifiers: read as text (a hash like "123456789012" would otherwise be a number).
+TEXT_COLUMNS = {"run_id": str, "config_hash": str, "fingerprint": str, "commit": str, "dataset": str, "model": str}
+
+
 @contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` (held by this process until the block ends)."""
+def locked(path: str | Path, shared: bool = False) -> Iterator[None]:
+    """An advisory lock on ``<path>.lock``: exclusive for writers, ``shared`` for readers, so a
+    reader never sees half of an append. (Not re-entrant: do not read with a lock while this
+    process holds the exclusive one; use the unlocked readers there.)"""
     lock = Path(str(path) + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -95,24 +101,35 @@ def _upgrade(path: Path) -> None:
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
-    """The rows of a results file; files written before a column existed read with it empty."""
+    """The rows of a results file (under a shared lock); files written before a column existed
+    read with it empty; identifiers read as text."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
-    frame = pd.read_csv(path)
+    with locked(path, shared=True):
+        return _read_unlocked(path)
+
+
+def _read_unlocked(path: Path) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.read_csv(path, dtype=TEXT_COLUMNS)
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = None
     return frame
 
 
-def find_run(config_hash: str, path: str | Path) -> pd.DataFrame | None:
-    """The most recent finished run with this configuration, or None."""
-    frame = read_results(path)
+def _latest_run(frame: pd.DataFrame, config_hash: str) -> pd.DataFrame | None:
     frame = frame[frame["config_hash"] == config_hash]
     if frame.empty:
         return None
     return frame[frame["run_id"] == frame["run_id"].iloc[-1]]
+
+
+def find_run(config_hash: str, path: str | Path) -> pd.DataFrame | None:
+    """The most recent finished run with this configuration, or None."""
+    return _latest_run(read_results(path), config_hash)
 
 
 def per_user_path(results_path: str | Path, config_hash: str) -> Path:
@@ -132,7 +149,7 @@ def record_run(result: "RunResult", path: str | Path) -> bool:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
-        if find_run(result.config_hash, path) is not None:
+        if _latest_run(_read_unlocked(path), result.config_hash) is not None:
             return False
         if result.test_ranks is not None:
             ranks_path = per_user_path(path, result.config_hash)
@@ -141,6 +158,23 @@ def record_run(result: "RunResult", path: str | Path) -> bool:
             np.save(tmp, result.test_ranks.to(torch.int32).numpy(), allow_pickle=False)
             os.replace(tmp, ranks_path)
         _append_unlocked(result_rows(result), path)
+    return True
+
+
+def import_run(rows: pd.DataFrame, source: str | Path, target: str | Path) -> bool:
+    """Copy a recorded run (its rows and per-user ranks) from one results file into another,
+    unless the target has it already; returns whether anything was copied."""
+    target = Path(target)
+    config_hash = rows["config_hash"].iloc[0]
+    with locked(target):
+        if _latest_run(_read_unlocked(target), config_hash) is not None:
+            return False
+        ranks = per_user_path(source, config_hash)
+        if ranks.exists():
+            dest = per_user_path(target, config_hash)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            np.save(dest, np.load(ranks, allow_pickle=False), allow_pickle=False)
+        _append_unlocked(rows[COLUMNS].to_dict("records"), target)
     return True
 
 
@@ -159,17 +193,6 @@ def result_rows(result: "RunResult") -> list[dict]:
             for split, metrics in (("val", result.val), ("test", result.test)) for name, value in metrics.items()]
 
 
-def wide(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per run with a column per metric."""
-    frame = frame[frame["split"] == split]
-    keys = ["run_id", "dataset", "model", "profile", "seed"]
-    out = frame.pivot_table(index=keys, columns="metric", values="value").reset_index()
-    out.columns.name = None
-    config = frame.drop_duplicates("run_id").set_index("run_id")["config"]
-    out["config"] = out["run_id"].map(config).map(json.loads)
-    return out
-
-
 def merge_results(source: str | Path, target: str | Path) -> dict[str, int]:
     """Merge a results folder (e.g. one unpacked from a GPU window's archive) into ``target``:
     runs not yet recorded are appended (never overwritten), per-user files copied when absent,
@@ -179,7 +202,7 @@ def merge_results(source: str | Path, target: str | Path) -> dict[str, int]:
     added = {"runs": 0, "per_user": 0, "cache_entries": 0, "log_lines": 0}
     src_runs = read_results(source / "runs.csv")
     with locked(target / "runs.csv"):
-        have = set(read_results(target / "runs.csv")["config_hash"])
+        have = set(_read_unlocked(target / "runs.csv")["config_hash"])
         new = src_runs[~src_runs["config_hash"].isin(have)]
         if not new.empty:
             # one run per configuration: the most recent of any duplicates in the source
@@ -187,9 +210,10 @@ def merge_results(source: str | Path, target: str | Path) -> dict[str, int]:
             new = new[new["run_id"].isin(keep)]
             _append_unlocked(new[COLUMNS].to_dict("records"), target / "runs.csv")
             added["runs"] = new["run_id"].nunique()
-    for npy in sorted((source / PER_USER).glob("*.npy")):
+    for config_hash in sorted(set(new["config_hash"])):  # the ranks of the runs just merged, and only those
+        npy = source / PER_USER / f"{config_hash}.npy"
         dest = target / PER_USER / npy.name
-        if not dest.exists():
+        if npy.exists() and not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             np.save(dest, np.load(npy, allow_pickle=False), allow_pickle=False)
             added["per_user"] += 1

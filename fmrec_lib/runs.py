@@ -25,7 +25,7 @@ import pandas as pd
 from . import checkpoints
 from .config import from_dict
 from .models import model_config_class
-from .results import append_text, find_run, locked, read_per_user_ranks
+from .results import append_text, find_run, import_run, locked, read_per_user_ranks
 from .train import TrainConfig, fit, load_model, resolve_configs, run_config_hash
 
 if TYPE_CHECKING:
@@ -127,19 +127,33 @@ class Run:
                     f"'{self.spec.name}'. Run: {CAMPAIGN_HINT}")
             log.warning("run %s (%s): model file missing (results came from elsewhere); retraining it",
                         self.config_hash, self.spec.name)
-            ds, mc, tc = _resolve(self.ctx, self.spec)
-            fit(ds, self.spec.model, mc, tc, device=self.ctx.device, checkpoint_dir=self.ctx.store.checkpoints,
-                progress=self.ctx.progress)
-            path = checkpoints.selected_path(self.ctx.store.checkpoints, self.spec.model, self.config_hash)
+            path = retrain(self)
         return load_model(path, device or self.ctx.device)
 
     def per_user_ranks(self):
-        """Per-user 0-based test ranks (numpy, users in dataset order), or None."""
-        for store in self.ctx.stores:
-            ranks = read_per_user_ranks(store.runs, self.config_hash)
-            if ranks is not None:
-                return ranks
-        return None
+        """Per-user 0-based test ranks (numpy, users in dataset order) recorded with this run's
+        rows (the store that holds them), or None."""
+        return read_per_user_ranks(self.results_path, self.config_hash) if self.results_path else None
+
+
+RETRAIN_TOLERANCE = 1e-6  # points (%): a retrained model whose test metrics differ by more is not the recorded one
+
+
+def retrain(r: "Run") -> Path:
+    """Train a recorded run again to get its model back (its file was lost), check that it
+    reproduces the recorded test metrics, and drop the running checkpoint. A mismatch (CUDA
+    training is not bit-reproducible; another device or torch) is logged loudly: the sweeps of
+    such a model describe a sibling of the recorded one."""
+    ds, mc, tc = _resolve(r.ctx, r.spec)
+    result = fit(ds, r.spec.model, mc, tc, device=r.ctx.device, checkpoint_dir=r.ctx.store.checkpoints,
+                 progress=r.ctx.progress, deadline=r.ctx.deadline)
+    checkpoints.running_path(r.ctx.store.checkpoints, r.spec.model, r.config_hash).unlink(missing_ok=True)
+    worst = max((abs(result.test[k] - v) for k, v in r.test.items() if k in result.test), default=0.0)
+    if worst > RETRAIN_TOLERANCE:
+        log.warning("run %s (%s) retrained on %s does not reproduce its recorded test metrics (largest difference "
+                    "%.4f points); its sweeps describe the retrained model", r.config_hash, r.spec.name,
+                    result.device, worst)
+    return checkpoints.selected_path(r.ctx.store.checkpoints, r.spec.model, r.config_hash)
 
 
 def _resolve(ctx: "Context", spec: RunSpec):
@@ -162,13 +176,15 @@ def find(ctx: "Context", spec: RunSpec) -> Run | None:
     for store in ctx.stores:
         found = find_run(run_hash, store.runs)
         if found is not None:
+            if store != ctx.store:  # reuse across stores: the context's own store gets a copy, so that its
+                import_run(found, store.runs, ctx.store.runs)  # results never rest on rows kept elsewhere
             metrics = {(r.split, r.metric): r.value for r in found.itertuples()}
             first = found.iloc[0]
             return Run(spec, ctx.size.name, run_hash, dataclasses.asdict(mc), dataclasses.asdict(tc),
                        {m: v for (s, m), v in metrics.items() if s == "val"},
                        {m: v for (s, m), v in metrics.items() if s == "test"}, first["device"], True,
                        float(first["wall_time_s"]), int(first["best_epoch"]), int(first["epochs_run"]),
-                       str(first.get("stop_reason") or ""), ctx, store.runs)
+                       str(first.get("stop_reason") or ""), ctx, ctx.store.runs)
     return None
 
 
@@ -227,7 +243,10 @@ class Sweep:
     params: dict = field(default_factory=dict)
 
     def key(self, config_hash: str) -> dict:
-        return {"config_hash": config_hash, "kind": self.kind, **{k: _plain(v) for k, v in self.params.items()}}
+        from .analyses import SWEEP_VERSIONS
+
+        version = {"version": SWEEP_VERSIONS[self.kind]} if SWEEP_VERSIONS.get(self.kind, 1) > 1 else {}
+        return {"config_hash": config_hash, "kind": self.kind, **version, **{k: _plain(v) for k, v in self.params.items()}}
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "params": {k: _plain(v) for k, v in self.params.items()}}
@@ -237,31 +256,38 @@ class Sweep:
         return cls(data["kind"], dict(data.get("params", {})))
 
 
-def _key_json(key: dict) -> str:
-    return json.dumps(key, sort_keys=True, default=str)
-
-
 def cached_rows(paths: list[Path], key: dict, compute) -> list[dict]:
     """Rows for ``key`` from the first JSON-lines file in ``paths`` that holds them, else
     computed and appended to ``paths[0]`` under its lock."""
-    key_json = _key_json(key)
+    key_json = key_text(key)
     for path in paths:
-        rows = _lookup(path, key_json)
+        rows = lookup(path, key_json)
         if rows is not None:
             return rows
     rows = compute()
     target = paths[0]
     target.parent.mkdir(parents=True, exist_ok=True)
     with locked(target):
-        if _lookup(target, key_json) is None:  # another worker may have finished it meanwhile
+        if lookup(target, key_json, lock=False) is None:  # another worker may have finished it meanwhile
             append_text(target, json.dumps({"key": key_json, "rows": rows}, default=str) + "\n")
     return rows
 
 
-def _lookup(path: Path, key_json: str) -> list[dict] | None:
+def key_text(key: dict) -> str:
+    """The canonical text of a cache key."""
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def lookup(path: Path, key_json: str, lock: bool = True) -> list[dict] | None:
+    """The rows cached under ``key_json`` in a JSON-lines file, or None (read under a shared lock)."""
     if not path.exists():
         return None
-    for line in path.read_text().splitlines():
+    if lock:
+        with locked(path, shared=True):
+            text = path.read_text()
+    else:
+        text = path.read_text()
+    for line in text.splitlines():
         if line.strip():
             entry = json.loads(line)
             if entry["key"] == key_json:

@@ -61,17 +61,18 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP
         means_b[start:start + len(idx)] = b[idx].mean(axis=1)
     diff = means_a - means_b
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = 100.0 * diff / means_b
+        # a resample whose baseline mean is 0 has an unbounded relative gain: kept as +-inf (or
+        # NaN for 0/0, then counted as no gain), so a bound can be infinite rather than too narrow
+        rel = np.nan_to_num(100.0 * diff / means_b, nan=0.0, posinf=np.inf, neginf=-np.inf)
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
     ma, mb = a.mean(), b.mean()
     p = 2 * min((diff <= 0).mean(), (diff >= 0).mean())
-    finite = rel[np.isfinite(rel)]
     return PairedResult(
         mean_a=float(ma), mean_b=float(mb), difference=float(ma - mb),
         ci_low=float(np.quantile(diff, lo)), ci_high=float(np.quantile(diff, hi)),
         relative=float(100.0 * (ma - mb) / mb) if mb > 0 else math.nan,
-        relative_ci_low=float(np.quantile(finite, lo)) if len(finite) else math.nan,
-        relative_ci_high=float(np.quantile(finite, hi)) if len(finite) else math.nan,
+        relative_ci_low=float(np.quantile(rel, lo, method="lower")),
+        relative_ci_high=float(np.quantile(rel, hi, method="higher")),
         p_value=float(min(1.0, p)), users=n)
 
 
@@ -103,9 +104,28 @@ def interval(per_seed: list[float], metric: str, per_user_values: np.ndarray | N
         return Interval(mean, max(0.0, mean - sd), mean + sd, f"sd over {len(values)} seeds")
     if per_user_values is None or len(per_user_values) == 0:
         return Interval(mean, mean, mean, "1 seed, no interval")
-    n = len(per_user_values)
+    values = np.asarray(per_user_values, dtype=np.float64)
+    hits = int(np.count_nonzero(values))
+    return interval_from_summary(mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values),
+                                 metric, hits=hits)
+
+
+MIN_HITS_FOR_NORMAL = 10  # below this many hits the normal interval of an NDCG is not trusted
+
+
+def interval_from_summary(mean: float, user_sd: float, users: int, metric: str, hits: int | None = None) -> Interval:
+    """A 95 % interval over users of one run's metric (in %) from its mean, the sd of its
+    per-user values and the user count: Wilson's for a hit rate; the normal one for NDCG, or,
+    with fewer than 10 hits (where the normal one is too narrow, or empty at 0 hits), from 0
+    to Wilson's upper bound of the hit rate (NDCG <= HR for every user)."""
+    if users == 0:
+        return Interval(mean, mean, mean, "no users")
+    hits = round(mean / 100.0 * users) if hits is None and metric.startswith("HR") else hits
     if metric.startswith("HR"):
-        low, high = wilson(float(np.sum(per_user_values)) / 100.0, n)
-        return Interval(mean, 100 * low, 100 * high, f"95 % Wilson interval over {n} users (1 seed)")
-    half = 1.96 * float(np.std(per_user_values, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    return Interval(mean, max(0.0, mean - half), mean + half, f"95 % normal interval over {n} users (1 seed)")
+        low, high = wilson(hits, users)
+        return Interval(mean, 100 * low, 100 * high, f"95 % Wilson interval over {users} users (1 seed)")
+    if hits is not None and hits < MIN_HITS_FOR_NORMAL:
+        return Interval(mean, 0.0, max(mean, 100 * wilson(hits, users)[1]),
+                        f"95 % bound from {hits} hits among {users} users (1 seed)")
+    half = 1.96 * user_sd / math.sqrt(users) if users > 1 else 0.0
+    return Interval(mean, max(0.0, mean - half), mean + half, f"95 % normal interval over {users} users (1 seed)")

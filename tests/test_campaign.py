@@ -113,15 +113,17 @@ def test_the_deadline_stops_the_campaign_cleanly(roots, monkeypatch):
     assert '"campaign end"' in log
 
 
-def test_a_run_that_cannot_fit_is_not_started_or_gives_up_after_one_epoch(roots, monkeypatch):
+def test_a_run_that_cannot_fit_is_not_started_or_gives_up_after_its_first_steady_epoch(roots, monkeypatch):
     monkeypatch.setattr(reports, "DEFAULTS", SMALL)
     out = roots / "repo"
     ctx = Context.create("smoke", "cpu", out, progress=False)
     # a measured speed that cannot fit: not started
+    default = RunSpec("ml-100k", "fmrec", 1997)
     campaign.CampaignLog(ctx.results_dir / campaign.LOG_NAME).write(
-        "done", dataset="ml-100k", model="fmrec", device=ctx.device_label, s_per_epoch=1000.0)
+        "done", dataset="ml-100k", model="fmrec", device=ctx.device_label, s_per_epoch=1000.0,
+        speed_key=campaign.speed_key(ctx, default))
     summary = campaign.run_campaign("smoke", "cpu", 120, output_dir=out, dry_run=True)
-    fm = [p for p in summary["plan"] if p["name"].startswith("ml-100k fmrec") and "tuned" not in p["name"]]
+    fm = [p for p in summary["plan"] if p["name"] == "ml-100k fmrec seed 1997"]
     assert fm and all(p["estimate_s"] > 120 for p in fm)
     # an unknown speed: the run measures its first epoch and gives up if it cannot finish
     payload = campaign.PlannedJob("probe", RunSpec("ml-100k", "fmrec", 1, {"epochs": 10_000, "eval_every": 5000}),
@@ -129,3 +131,17 @@ def test_a_run_that_cannot_fit_is_not_started_or_gives_up_after_one_epoch(roots,
     outcome = campaign.execute_job(payload)
     assert outcome["status"] == "does not fit" and "s per epoch" in outcome["reason"] and outcome["s_per_epoch"] > 0
     assert read_results(ctx.store.runs).empty
+
+
+def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(roots, monkeypatch):
+    monkeypatch.setattr(reports, "DEFAULTS", SMALL)
+    out = roots / "repo"
+    ctx = Context.create("smoke", "cpu", out, progress=False)
+    first = campaign.plan(ctx)[0]
+    clog = campaign.CampaignLog(ctx.results_dir / campaign.LOG_NAME)
+    clog.write("failed", config_hash=first.config_hash, name=first.name, permanent=True, reason="NonFiniteLossError")
+    summary = campaign.run_campaign("smoke", "cpu", campaign.SAFETY_S + 5, output_dir=out)
+    assert first.name in summary["skipped_after_permanent_failure"]
+    key = campaign.speed_key(ctx, first.spec)
+    fast = campaign.speed_key(ctx, RunSpec(first.spec.dataset, "fmrec", 1997, {"tf32": True, "compile": True}))
+    assert key != fast and "tf32=False" in key and "tf32=True" in fast  # a speed says which settings it is for

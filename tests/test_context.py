@@ -38,7 +38,12 @@ def test_a_cli_run_is_reused_by_the_notebook_and_vice_versa(roots, tmp_path, cap
     assert ctx.output_dir == repo
     r = ctx.run(str(data), "fmrec", 1997)
     assert r.reused and r.config_hash == trained["config_hash"]
-    assert not (repo / "results" / "smoke" / "runs.csv").exists()  # nothing retrained, nothing recorded twice
+    # nothing retrained: the CLI's run is copied into the repository's store (same run id), so the
+    # committed results never rest on rows kept only in the git-ignored runs/
+    local_rows = read_results(local / "results" / "smoke" / "runs.csv")
+    repo_rows = read_results(repo / "results" / "smoke" / "runs.csv")
+    assert list(repo_rows["run_id"].unique()) == list(local_rows["run_id"].unique())
+    assert (repo / "results" / "smoke" / "per_user" / f"{r.config_hash}.npy").exists()
     # and vice versa: a run made through the notebook layer is found by the command line
     other = ctx.run(str(data), "fmrec", 1997, alpha=0.5)
     assert cli.main(["train", "--dataset", str(data), "--size", "smoke", "--device", "cpu", "--quiet",

@@ -133,3 +133,29 @@ def test_noise_sensitivity_grows_with_delta(isolated, seq_file):
     assert [r["t"] for r in small] == [0.001, 0.25, 0.5, 0.75, 0.97]
     mean = lambda rows: sum(r["relative_change_of_x1_hat"] for r in rows) / len(rows)  # noqa: E731
     assert mean(large) > 10 * mean(small) >= 0
+
+
+def test_a_hash_that_looks_like_a_number_is_still_found(tmp_path):
+    from fmrec_lib.results import COLUMNS, append_rows, find_run
+
+    path = tmp_path / "runs.csv"
+    for h in ("123456789012", "12e456789012"):  # an integer and an overflowing float to a CSV reader
+        append_rows([{c: "x" for c in COLUMNS} | {"config_hash": h, "run_id": f"{h}-1", "value": 1.0}], path)
+    assert find_run("123456789012", path) is not None and find_run("12e456789012", path) is not None
+
+
+def test_failed_sweep_lookups_do_not_reload_a_missing_dataset(isolated, monkeypatch):
+    import fmrec_lib.context as ctx_module
+
+    calls = []
+
+    def missing(*a, **k):
+        calls.append(1)
+        raise ModuleNotFoundError("No module named 'pooch'")  # what the bare GPU machine says
+
+    monkeypatch.setattr("fmrec_lib.data.load_dataset", missing)
+    ctx = _ctx(isolated)
+    from fmrec_lib import reports
+
+    assert not reports.available(ctx, "yelp") and not reports.available(ctx, "yelp") and len(calls) == 1
+    assert ctx_module  # the context remembers the failure, the campaign plans around it

@@ -62,3 +62,22 @@ def test_beyond_accuracy_measures():
     assert out["avg_popularity@2"] == pytest.approx((50 + 40 + 50 + 30 + 2 + 1) / 6)
     # head = the 2 most popular items (20 % of 10): items 1 and 2; slots 3, 9, 10 are long tail
     assert out["long_tail@2"] == pytest.approx(100 * 3 / 6)
+
+
+def test_a_relative_gain_over_a_baseline_with_no_hits_has_an_unbounded_interval():
+    users = 500
+    a = np.zeros(users)
+    a[:6] = 100.0  # 6 hits
+    b = np.zeros(users)
+    b[100:102] = 100.0  # 2 hits: some resamples have none, so the relative gain is unbounded there
+    res = paired_bootstrap(a, b, resamples=2000)
+    assert res.relative == pytest.approx(200.0) and res.relative_ci_high == np.inf
+
+
+def test_an_ndcg_interval_with_few_hits_is_not_empty():
+    from fmrec_lib.stats import interval_from_summary
+
+    none = interval_from_summary(0.0, 0.0, 2000, "NDCG@10", hits=0)
+    assert none.low == 0 and none.high > 0.1 and "hits" in none.kind
+    many = interval_from_summary(5.0, 20.0, 2000, "NDCG@10", hits=200)
+    assert many.low < 5.0 < many.high and "normal" in many.kind

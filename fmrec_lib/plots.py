@@ -8,6 +8,7 @@ size and device stamped on the figure itself (:func:`stamp`, done by ``Context.s
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -40,6 +41,18 @@ def _span(ax, values: np.ndarray) -> None:
     if np.isfinite(lo) and hi - lo < MIN_SPAN:
         mid = (lo + hi) / 2
         ax.set_ylim(max(0.0, mid - MIN_SPAN), mid + MIN_SPAN)
+
+
+def describe_error_bars(kinds) -> str:
+    """One short phrase for the error bars of a figure (the kinds named in its ``error_bar`` column)."""
+    kinds = sorted({str(k) for k in kinds})
+    over_users = [k for k in kinds if k.startswith("95 %")]
+    others = [k for k in kinds if not k.startswith("95 %")]
+    phrases = others[:]
+    if over_users:
+        phrases.append("95 % intervals over users, one seed (Wilson for HR, normal for NDCG, or from the hit count "
+                       "when fewer than 10 hits)")
+    return textwrap.fill("; ".join(phrases), width=110)
 
 
 def length_distributions(lengths: pd.DataFrame):
@@ -76,7 +89,7 @@ def interval_bars(frame: pd.DataFrame, x: str, *, hue: str | None = None, col: s
         ax.set_title("" if panel is None else str(panel))
         ax.set_ylabel(ylabel)
         ax.set_xlabel(x.replace("_", " "))
-    kinds = ", ".join(sorted(set(frame["error_bar"].astype(str)))) if "error_bar" in frame else ""
+    kinds = describe_error_bars(frame["error_bar"]) if "error_bar" in frame else ""
     if hue:
         axes[0][-1].legend(title=hue.replace("_", " "), fontsize=8)
     fig.suptitle(title + (f"\nerror bars: {kinds}" if kinds else ""), y=1.02, fontsize=10)
@@ -105,10 +118,11 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, hue: str, title: str, xlabel: 
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _span(ax, frame[y].to_numpy(dtype=float))
+    shown = [frame[c].to_numpy(dtype=float) for c in (y, low, high) if c]
+    _span(ax, np.concatenate(shown))
     ax.legend(fontsize=8)
-    kinds = sorted(set(frame["error_bar"].astype(str))) if (low and "error_bar" in frame) else []
-    ax.set_title(title + (f"\nbands: {'; '.join(kinds)}" if kinds else ""), fontsize=9)
+    kinds = describe_error_bars(frame["error_bar"]) if (low and "error_bar" in frame) else ""
+    ax.set_title(title + (f"\nbands: {kinds}" if kinds else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -142,8 +156,8 @@ def settings_panels(table: pd.DataFrame, *, metric: str = "NDCG@10", defaults: d
         ax.set_xlabel(setting)
         ax.set_title(setting)
     axes[0][0].set_ylabel(f"test {metric} (%)")
-    kinds = ", ".join(sorted(set(table["error_bar"].astype(str))))
-    fig.suptitle(f"{title}\nred: the paper's default; error bars: {kinds}", y=1.04, fontsize=10)
+    fig.suptitle(f"{title}\nred: the paper's default; error bars: {describe_error_bars(table['error_bar'])}", y=1.04,
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -193,7 +207,7 @@ def cost_quality(cost: pd.DataFrame, *, title: str):
         ax.set_ylabel("test NDCG@10 (%)")
         ax.set_title(dataset)
         ax.legend(fontsize=7)
-    kinds = sorted(set(cost["error_bar"].astype(str))) if "error_bar" in cost else []
-    fig.suptitle(title + (f"\nerror bars: {'; '.join(kinds)}" if kinds else ""), fontsize=10)
+    kinds = describe_error_bars(cost["error_bar"]) if "error_bar" in cost else ""
+    fig.suptitle(title + (f"\nerror bars: {kinds}" if kinds else ""), fontsize=10)
     fig.tight_layout()
     return fig

@@ -197,7 +197,10 @@ def _user_values(runs: list[Run], metric: str) -> np.ndarray | None:
 def sweep_interval(row: dict, metric: str) -> dict:
     """``<metric>_low``, ``<metric>_high`` and ``error_bar`` of a metrics-sweep row: a 95 %
     interval over the users of that one evaluation (Wilson's for HR)."""
-    iv = interval_from_summary(row[metric], row.get(f"{metric}_user_sd", 0.0), int(row.get("users", 0)), metric)
+    users = int(row.get("users", 0))
+    hit_rate = row.get(f"HR@{metric.split('@')[1]}")  # NDCG@k > 0 exactly for the users HR@k counts
+    hits = round(hit_rate / 100.0 * users) if hit_rate is not None else None
+    iv = interval_from_summary(row[metric], row.get(f"{metric}_user_sd", 0.0), users, metric, hits=hits)
     return {f"{metric}_low": iv.low, f"{metric}_high": iv.high, "error_bar": iv.kind}
 
 

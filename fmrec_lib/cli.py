@@ -133,12 +133,24 @@ def _context(args):
 
 
 def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
+    """One run; under ``torchrun --nproc-per-node N`` trained data-parallel on N processes
+    (:mod:`fmrec_lib.distributed`), rank 0 writing and printing."""
+    from .distributed import launched
+
+    with launched(args.device) as (group, device):
+        args.device = device
+        return _train(args, model_fields, train_fields, group is None or group.is_main)
+
+
+def _train(args, model_fields: list[str], train_fields: list[str], main: bool) -> int:
+    from .distributed import barrier
     from .runs import RunSpec, find, run
     from .train import resolve_configs
 
     overrides = {**_collect(args, model_fields), **_collect(args, train_fields)}
     seed = overrides.pop("seed", 1997)
     ctx = _context(args)
+    ctx.progress = ctx.progress and main
     if "sampler" in overrides:  # partial sampler options complete the size's sampler
         base = ctx.size.configs(args.model)[0].get("sampler")
         base = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else (base or {})
@@ -150,16 +162,17 @@ def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
         from .runs import spec_hash
 
         stale = checkpoints.running_path(ctx.store.checkpoints, args.model, spec_hash(ctx, spec))
-        if stale.exists():
+        if main and stale.exists():
             stale.rename(stale.with_suffix(".pt.discarded"))
             logging.getLogger(__name__).warning("--no-resume: moved %s aside", stale)
+        barrier()
     done = find(ctx, spec)
-    if done is not None:
+    if done is not None and main:
         print(f"already finished: run {done.config_hash} ({spec.name}) is recorded in {done.results_path}; "
               "reusing it (nothing trained). Change a setting or --output-dir to train another.", file=sys.stderr)
-        r = done
-    else:
-        r = run(ctx, spec)
+    r = done if done is not None else run(ctx, spec)
+    if not main:
+        return 0
     print(json.dumps({"dataset": r.dataset, "model": r.model, "config_hash": r.config_hash, "seed": r.spec.seed,
                       "size": ctx.size.name, "reused": r.reused, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
                       "stop_reason": r.stop_reason, "device": r.device, "results": str(r.results_path),
@@ -175,7 +188,16 @@ BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
     """Time training and sampling; each ``--variant`` (model-config fields and speed flags,
-    ``key=value,...``) is timed in turn in this one process, so the numbers compare."""
+    ``key=value,...``) is timed in turn in this one process, so the numbers compare. Under
+    ``torchrun --nproc-per-node N`` the N processes train data-parallel (rank 0 reports)."""
+    from .distributed import launched
+
+    with launched(args.device) as (group, device):
+        args.device = device
+        return _bench(args, model_fields, group is None or group.is_main)
+
+
+def _bench(args, model_fields: list[str], main: bool) -> int:
     from .bench import benchmark
     from .config import from_dict
     from .models import model_config_class
@@ -192,8 +214,11 @@ def _cmd_bench(args, model_fields: list[str]) -> int:
         config = {**model_config, **{k: v for k, v in overrides.items() if k not in BENCH_FLAGS}}
         report = benchmark(ds, model=args.model, model_config=config, device=args.device, batch_size=args.batch_size,
                            train_steps=args.train_steps, warmup=args.warmup, sample_users=args.sample_users, **flags)
+        if not main:
+            continue
+        processes = f", {report['world_size']} processes" if "world_size" in report else ""
         print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
-              f"torch {report['torch']}, flags {report['flags']}" + (f", variant {variant}" if variant else ""),
+              f"torch {report['torch']}, flags {report['flags']}{processes}" + (f", variant {variant}" if variant else ""),
               file=sys.stderr)
         print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
               f"({report['ms_per_step']:.1f} ms per step) -> {report['s_per_epoch']:.2f} s per epoch "

@@ -140,12 +140,16 @@ def wrap_loss(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``DistributedDataParallel`` over a module whose forward is ``net.loss``.
 
     ``static_graph``: the parameters a loss reads never change during a run (an ablation with
-    alpha or beta = 0 leaves some unused); ``broadcast_buffers=False``: no model here changes a
-    buffer while training, so there is nothing to broadcast at every step."""
+    alpha or beta = 0 leaves some unused); no buffer sync at every step: no model here changes a
+    buffer while training (``forward_sync_buffers`` in recent torch, ``broadcast_buffers`` before)."""
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
     return DistributedDataParallel(_Loss(net), device_ids=[device.index] if device.type == "cuda" else None,
-                                   static_graph=True, broadcast_buffers=False)
+                                   static_graph=True, **{no_sync: False})
 
 
 class _Loss(torch.nn.Module):

@@ -250,6 +250,8 @@ def _parse_overrides(text: str) -> dict:
 def _cmd_campaign(args) -> int:
     from .campaign import run_campaign
 
+    if args.deadline is None and args.executor == "local":
+        raise ValueError("campaign --executor local needs --deadline SECONDS (a cluster executor does not)")
     summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, jobs=args.jobs,
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
@@ -259,8 +261,9 @@ def _cmd_campaign(args) -> int:
 
 
 def _executor_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("partition", "gpus_per_job", "time_limit_min", "array_parallelism",
-                                          "slurm_folder", "max_retries") if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit_min",
+                                          "array_parallelism", "slurm_folder", "max_retries", "separate_outputs")
+            if getattr(args, k, None) not in (None, False)}
 
 
 def _cmd_merge(args) -> int:
@@ -299,7 +302,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p = sub.add_parser("campaign", help="train every run the notebooks need at a size, by priority, before a deadline")
     p.add_argument("--size", default="paper", choices=SIZES)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--deadline", type=positive_float, required=True, help="seconds from now to stop by")
+    p.add_argument("--deadline", type=positive_float, default=None,
+                   help="seconds from now to stop by (required with --executor local; on a cluster each job has "
+                        "--time-limit-min instead, and a deadline only keeps jobs that cannot finish by then from starting)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
     p.add_argument("--archive", default=None, help="write results/<size>/ into this .tar.gz at the end")
@@ -308,11 +313,23 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],
                    help="budget each run for its maximum epochs (never cut off) or for the epochs such runs took "
                         "so far (more runs start in a short window; one that runs longer is stopped at the deadline)")
-    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
-                   help="local processes, SLURM job arrays through submitit, or submitit's in-process debug executor")
-    for name, kind in (("partition", str), ("gpus-per-job", int), ("time-limit-min", int),
-                       ("array-parallelism", int), ("slurm-folder", str), ("max-retries", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="SLURM executor option")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug", "local-submitit"],
+                   help="local processes; SLURM job arrays through submitit (pip install 'fmrec-lib[cluster]'); "
+                        "submitit's in-process debug executor or its local subprocesses (tests of the cluster path)")
+    cluster_help = {"partition": "SLURM partition", "gpus-per-job": "GPUs per job (default 1 on SLURM)",
+                    "cpus-per-job": "CPU cores per job", "mem-gb": "memory per job, GB",
+                    "time-limit-min": "time limit of each job in minutes (default 240); a job that reaches it is "
+                                      "requeued and resumes from its running checkpoint",
+                    "array-parallelism": "jobs of an array running at once (SLURM's --array=...%%N)",
+                    "slurm-folder": "submitit's logs and pickles (default <output root>/submitit/<size>)",
+                    "max-retries": "times a failed job is resubmitted (default 2 on a cluster, 0 locally)"}
+    for name, kind in (("partition", str), ("gpus-per-job", int), ("cpus-per-job", int), ("mem-gb", float),
+                       ("time-limit-min", int), ("array-parallelism", int), ("slurm-folder", str),
+                       ("max-retries", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help=cluster_help[name])
+    p.add_argument("--separate-outputs", action="store_true",
+                   help="each job writes under <output root>/jobs/<size>/<config hash>/ and the campaign alone merges "
+                        "it into results/<size>/: for a shared disk whose file locks do not hold across nodes")
 
     p = sub.add_parser("merge", help="merge a campaign archive (or results folder) into results/<size>/")
     p.add_argument("archive", help="a .tar.gz written by campaign --archive, or a results/<size> folder")

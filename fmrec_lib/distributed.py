@@ -13,7 +13,7 @@ torchrun starts N processes with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` set
   m samples, as in one process, for losses that are means over samples (CE, the flow-matching
   MSE); a rank left without a sample computes its loss on one sample with weight 0;
 * draws its training noise (FMRec's x_0, t, lambda, dropout) from its own stream: rank 0
-  keeps the one-process stream, rank r > 0 is reseeded from (seed, r) (:func:`seed_rank`);
+  keeps the one-process seed, rank r > 0 is reseeded from (seed, r) (:func:`seed_rank`);
 * sums the epoch's loss terms over ranks once per epoch (logging and the NaN check);
 * evaluates each rank's contiguous share of the users and combines the metric sums, the
   per-user ranks and the top-k lists in user order (:func:`combine_accumulator`);

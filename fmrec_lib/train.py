@@ -482,6 +482,9 @@ class _Trainer:
         self.selection.load(ckpt, self.net)
         self.epoch, self.history = ckpt["epoch"], ckpt["history"]
         if self.group is None:
+            if ckpt.get("world_size", 1) != 1:
+                log.warning("%s was written by %d processes, this run has one: resuming with rank 0's training noise",
+                            path, ckpt["world_size"])
             _restore_rng(ckpt["rng"], self.shuffle)
         else:
             self._restore_rank_rng(ckpt)
@@ -496,8 +499,8 @@ class _Trainer:
         if ckpt.get("world_size") == group.world_size:
             _restore_rng(ckpt["rng_ranks"][group.rank], self.shuffle)
             return
-        log.warning("%s was written by %s process(es), this run has %d: resuming with fresh per-rank training noise",
-                    self.model_name, ckpt.get("world_size", 1), group.world_size)
+        log.warning("the running checkpoint of %s was written by %s process(es), this run has %d: resuming with "
+                    "fresh per-rank training noise", self.model_name, ckpt.get("world_size", 1), group.world_size)
         _restore_rng(ckpt["rng"], self.shuffle)
         distributed.seed_rank(self.tc.seed + self.epoch, group)
 

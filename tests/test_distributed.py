@@ -8,6 +8,7 @@ interruption and resume too, and through the command line; every rank ends with 
 numbers. A real ``torchrun`` launch of the command line then gives the spawned run's numbers
 and writes its results once."""
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -104,7 +105,6 @@ def _close(a: dict, b: dict, rel: float = 1e-5) -> None:
         assert h.keys() == g.keys() and h == pytest.approx(g, rel=rel)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SASREC_BATCHES))
 def test_two_processes_equal_one_for_a_loss_without_randomness(spawned, name):
     _, _, ranks = spawned
@@ -114,13 +114,11 @@ def test_two_processes_equal_one_for_a_loss_without_randomness(spawned, name):
     _close(two, json.loads(json.dumps(one)))
 
 
-@pytest.mark.slow
 def test_every_rank_ends_with_the_same_numbers(spawned):
     _, _, ranks = spawned
     assert ranks[0] == ranks[1]
 
 
-@pytest.mark.slow
 def test_fmrec_with_two_processes_same_seed_same_numbers_and_resume(spawned):
     out, _, ranks = spawned
     r = ranks[0]
@@ -129,7 +127,15 @@ def test_fmrec_with_two_processes_same_seed_same_numbers_and_resume(spawned):
     assert r["fmrec_resumed"] == r["fmrec_a"]  # every rank restored its own RNG state from rank 0's checkpoint
 
 
-@pytest.mark.slow
+def test_one_process_resuming_a_two_process_checkpoint_says_so(spawned, caplog):
+    out, _, _ = spawned
+    with caplog.at_level(logging.WARNING, logger="fmrec_lib.train"):
+        run = fit(cyclic_dataset(60), "fmrec", FMREC, FMREC_TRAIN, device="cpu", checkpoint_dir=out / "ckpt",
+                  progress=False)
+    assert run.epochs_run == FMREC_TRAIN["epochs"]
+    assert any("written by 2 processes" in r.getMessage() for r in caplog.records)
+
+
 def test_torchrun_command_line_writes_once_and_repeats_the_numbers(spawned, tmp_path):
     out, data_file, ranks = spawned
     assert ranks[0]["cli_exit"] == 0

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import torch
 
+from . import distributed
 from .config import from_dict
 from .data import SequentialDataset
 from .models import build_model, model_config_class
@@ -27,9 +28,17 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
 
     Before the timed steps: ``warmup`` full steps (with ``compile``, the first one compiles),
     then one step with the epoch's last, smaller batch (``len(samples) % batch_size``, or half a
-    batch), as every epoch of ``fit`` has: a second graph under ``compile``, timed on its own."""
+    batch), as every epoch of ``fit`` has: a second graph under ``compile``, timed on its own.
+
+    Under ``torchrun`` (a process group of N ranks) every rank steps ``batch_size / N`` samples
+    through ``DistributedDataParallel`` and scores its share of the users; the rates reported
+    are global (``batch_size`` samples per step, all users), timed by the slowest rank."""
     from .train import compile_loss
 
+    group = distributed.current()
+    world, rank = (group.world_size, group.rank) if group is not None else (1, 0)
+    if batch_size % world:
+        raise ValueError(f"batch size {batch_size} does not split over {world} processes")
     device = resolve_device(device)
     configure_precision(tf32)
     seed_everything(seed)
@@ -38,13 +47,15 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     inputs, targets = dataset.training_samples(mc.max_len)
     inputs, targets = inputs.to(device), targets.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **({"fused": True} if fused_adam and device.type == "cuda" else {}))
-    loss_fn = compile_loss(net.loss, compile_mode) if compile else net.loss
+    loss = distributed.wrap_loss(net, device) if group is not None else net.loss
+    loss_fn = compile_loss(loss, compile_mode) if compile else loss
     n = len(targets)
     perm = torch.randperm(n, device=device)
     partial = n % batch_size or max(1, batch_size // 2)
+    per_rank = batch_size // world
 
-    def step(i: int, size: int = batch_size) -> None:
-        start = (i * batch_size) % max(1, n - size)
+    def step(i: int, size: int = per_rank) -> None:
+        start = ((i * world + rank) * per_rank) % max(1, n - size)
         idx = perm[start:start + size]
         if compile and compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
@@ -56,29 +67,31 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
 
     def timed(fn) -> float:
         _sync(device)
+        distributed.barrier()
         t0 = time.perf_counter()
         fn()
         _sync(device)
+        distributed.barrier()  # the slowest rank's time
         return time.perf_counter() - t0
 
     net.train()
     warmup_s = timed(lambda: [step(i) for i in range(warmup)])
-    partial_s = timed(lambda: step(warmup, partial))
+    partial_s = timed(lambda: step(warmup, max(1, partial // world)))
     train_s = timed(lambda: [step(warmup + 1 + i) for i in range(train_steps)])
     samples_per_s = train_steps * batch_size / train_s
 
     hist, _ = dataset.eval_inputs("test", mc.max_len)
     hist = hist[:sample_users] if sample_users else hist
+    n_users = len(hist)
+    if group is not None:
+        hist = distributed.shard(hist, group)
     net.eval()
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         net.score(hist[:eval_batch_size].to(device), generator)  # warm-up
-        _sync(device)
-        t0 = time.perf_counter()
-        for start in range(0, len(hist), eval_batch_size):
-            net.score(hist[start:start + eval_batch_size].to(device), generator).topk(20, dim=1)
-        _sync(device)
-    sample_s = time.perf_counter() - t0
+        sample_s = timed(lambda: [net.score(hist[start:start + eval_batch_size].to(device), generator).topk(20, dim=1)
+                                  for start in range(0, len(hist), eval_batch_size)])
+    extra = {"world_size": world, "per_rank_batch": per_rank} if group is not None else {}
     return {
         "dataset": dataset.name, "model": model, "profile": mc.profile, "device": device_name(device),
         "torch": torch.__version__, "batch_size": batch_size, "train_steps": train_steps,
@@ -88,8 +101,8 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(n / samples_per_s, 3),
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3),
         "partial_batch_size": partial, "partial_step_s": round(partial_s, 3),
-        "sample_users": len(hist), "model_calls_per_user": net.n_model_calls(),
-        "sampling_s": round(sample_s, 3), "users_per_s": round(len(hist) / sample_s, 1),
+        "sample_users": n_users, "model_calls_per_user": net.n_model_calls(),
+        "sampling_s": round(sample_s, 3), "users_per_s": round(n_users / sample_s, 1),
         "runtime": runtime_info(device, compiled=compile, compile_mode=compile_mode, amp_bf16=amp_bf16),
-        "model_config": asdict(mc),
+        "model_config": asdict(mc), **extra,
     }

@@ -16,13 +16,22 @@ what ran, its measured seconds per epoch, the epochs it took and why it stopped.
 ``archive`` that folder is packed into one ``.tar.gz`` after every finished job (so a command
 killed at its time limit still returns what it finished); :func:`merge_archive` merges such an
 archive into the local results, appending and never overwriting.
+
+On a cluster (``executor="slurm"``, :mod:`fmrec_lib.cluster`) the same jobs are submitit jobs:
+every job that can start goes into one job array, later seeds of the main table and retries
+into later arrays; there is no window deadline (each job has its cluster time limit and is
+requeued after a timeout or a preemption), and a job that fails is resubmitted up to
+``max_retries`` times. ``debug`` and ``local-submitit`` run that code path on one machine.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import logging
+import math
 import multiprocessing
+import os
 import tarfile
 import tempfile
 import time
@@ -47,6 +56,9 @@ AUTHORS_FMREC_EPOCHS = {"ml-100k": 260, "beauty": 480}
 EXPECTED_QUANTILE = 0.9  # budget the 90th percentile of recorded runs' epochs, not the median
 ESTIMATES = ("max", "expected")
 FIRST_GROUP = ("ml-100k", "beauty")  # "Yelp after them"
+CLUSTER_EXECUTORS = ("slurm", "debug", "local-submitit")
+RETRIES = {"local": 0, "cluster": 2}  # default max_retries: a failed job is resubmitted this many times
+FAIL_ONCE_ENV = "FMREC_FAIL_ONCE"  # tests: the job of this name fails at its first attempt
 
 
 class DoesNotFit(RuntimeError):
@@ -76,9 +88,12 @@ class PlannedJob:
     def model(self) -> str:
         return self.spec.model
 
-    def payload(self, ctx: Context, deadline: float, epochs_budget: int | None = None) -> dict:
+    def payload(self, ctx: Context, deadline: float | None, epochs_budget: int | None = None,
+                device: str | None = None) -> dict:
+        """What :func:`execute_job` needs; ``deadline`` None: none (a cluster job has its time
+        limit); ``device``: where the job runs when not the context's (a cluster node's ``cuda``)."""
         return {"spec": self.spec.to_json(), "epochs_budget": epochs_budget, "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
-                "device": str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
+                "device": device or str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
                 "read_roots": [str(r) for r in ctx.read_roots],
                 "allow_cpu_training": ctx.allow_cpu_training, "name": self.name}
 
@@ -214,12 +229,13 @@ def execute_job(payload: dict) -> dict:
     t0 = time.time()
     ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
                          read_roots=tuple(payload["read_roots"]))
-    ctx.deadline = payload["deadline"] - SAFETY_S / 2
+    ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
     ctx.allow_cpu_training = payload["allow_cpu_training"]
     spec = RunSpec.from_json(payload["spec"])
     out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label,
            "speed_key": speed_key(ctx, spec)}
     try:
+        _fail_once(payload)
         existing = find(ctx, spec)
         trained = existing is None
         ctx.epoch_hook = _fit_check(ctx, spec, payload.get("epochs_budget"))
@@ -245,6 +261,23 @@ def execute_job(payload: dict) -> dict:
         out.update(status="failed", reason=f"{type(e).__name__}: {e}")
     out["wall_s"] = round(time.time() - t0, 1)
     return out
+
+
+def _fail_once(payload: dict) -> None:
+    """For tests of retries: with ``FMREC_FAIL_ONCE=<job name>`` that job's first attempt fails.
+    A marker file in the output root remembers the attempt, so this works across processes
+    (submitit's subprocesses, cluster jobs) where a monkeypatch would not reach."""
+    name = os.environ.get(FAIL_ONCE_ENV)
+    if name != payload["name"]:
+        return
+    marker = Path(payload["output_dir"]) / f".fail-once-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return
+    raise RuntimeError(f"injected failure ({FAIL_ONCE_ENV}={name}): the first attempt fails")
 
 
 STEADY_EPOCH = 2  # the first epoch carries start-up and compilation: judge the speed on the second
@@ -277,9 +310,10 @@ class _InlineExecutor(cf.Executor):
         return future
 
 
-def make_executor(kind: str, jobs: int, options: dict, ctx: Context) -> cf.Executor:
+def make_executor(kind: str, jobs: int, options: dict, ctx: Context):
     """``local``: ``jobs`` worker processes (spawned, so each has its own CUDA context) or this
-    process for one job; ``slurm``/``debug``: submitit (:mod:`fmrec_lib.cluster`)."""
+    process for one job (a ``concurrent.futures`` executor); ``slurm``, ``debug``,
+    ``local-submitit``: submitit (:class:`fmrec_lib.cluster.SubmititPool`)."""
     if kind == "local":
         if jobs == 1:
             return _InlineExecutor()
@@ -289,7 +323,7 @@ def make_executor(kind: str, jobs: int, options: dict, ctx: Context) -> cf.Execu
     return submitit_executor(kind, ctx, **options)
 
 
-def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 540.0, jobs: int = 1, *,
+def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | None = 540.0, jobs: int = 1, *,
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
                  allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False) -> dict:
@@ -298,11 +332,32 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
     ``epochs_estimate``: ``max`` budgets every run for its maximum epochs (nothing is ever cut
     off, but long runs may never start in a short window); ``expected`` for the epochs such
     runs took so far (:func:`planned_epochs`): a run that goes on longer is stopped at the
-    deadline and its running checkpoint is all that remains of it."""
+    deadline and its running checkpoint is all that remains of it.
+
+    On a cluster executor (:data:`CLUSTER_EXECUTORS`) ``deadline_s`` may be None: jobs are not
+    stopped by it (their time limit bounds them), it only keeps jobs that cannot finish by then
+    from starting; ``device`` is resolved on the node running each job, and the latency
+    table of notebook 07 is not timed (this process is not on a GPU node).
+    ``executor_options["max_retries"]``: how many times a failed job is resubmitted (default
+    :data:`RETRIES`), each retry logged; ``executor_options["separate_outputs"]``: each job
+    writes under ``<output root>/jobs/<size>/<config hash>/`` (reading the shared results too)
+    and this process, the only writer of ``results/<size>/``, merges it in when the job ends:
+    for a shared disk whose file locks do not hold across nodes. The other options go to
+    :func:`make_executor`."""
     if epochs_estimate not in ESTIMATES:
         raise ValueError(f"epochs_estimate must be one of {ESTIMATES}, got {epochs_estimate!r}")
-    t_end = time.time() + deadline_s
-    ctx = Context.create(size, device, output_dir, progress=False)
+    cluster = executor in CLUSTER_EXECUTORS
+    if executor != "local" and not cluster:
+        raise ValueError(f"unknown executor {executor!r}; known: local, {', '.join(CLUSTER_EXECUTORS)}")
+    if deadline_s is None and not cluster:
+        raise ValueError("a local campaign needs a deadline (seconds from now)")
+    options = dict(executor_options or {})
+    max_retries = int(options.pop("max_retries", RETRIES["cluster" if cluster else "local"]))
+    separate = bool(options.pop("separate_outputs", False))
+    t_end = time.time() + deadline_s if deadline_s is not None else math.inf
+    # a cluster's driver plans on this machine; each job resolves its device on its node
+    ctx = Context.create(size, "cpu" if cluster else device, output_dir, progress=False)
+    job_device = device if cluster else None
     ctx.allow_cpu_training = allow_cpu_training or ctx.device.type == "cuda" or size != "paper"
     clog = CampaignLog(ctx.results_dir / LOG_NAME)
     pending = plan(ctx)
@@ -320,56 +375,112 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float = 
                           "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]}
     clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, jobs=jobs,
                pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate,
-               skipped_after_permanent_failure=skipped_failed)
-    _measure_sampling_cost(ctx, clog, t_end)
-    pool = make_executor(executor, jobs, executor_options or {}, ctx)
-    in_flight: dict[cf.Future, PlannedJob] = {}
+               skipped_after_permanent_failure=skipped_failed,
+               **({"executor": executor, "max_retries": max_retries} if cluster else {}))
+    if not cluster:
+        _measure_sampling_cost(ctx, clog, t_end)
+    pool = make_executor(executor, jobs, options, ctx)
+    capacity = getattr(pool, "capacity", jobs)  # None: every startable job at once (the cluster queues them)
+    arrays = hasattr(pool, "submit_array")  # a cluster: the jobs that start together go in one array
+    in_flight: dict[Any, PlannedJob] = {}  # concurrent futures (local) or submitit jobs
     outcomes: list[dict] = []
+    attempts: dict[str, int] = {}
     try:
         while True:
-            while len(in_flight) < jobs:
-                job = _next_startable(ctx, pending, in_flight.values(), speeds, t_end, epochs_estimate)
+            starting: list[tuple[PlannedJob, dict]] = []
+            while capacity is None or len(in_flight) + len(starting) < capacity:
+                job = _next_startable(ctx, pending, [*in_flight.values(), *(j for j, _ in starting)], speeds, t_end,
+                                      epochs_estimate)
                 if job is None:
                     break
                 pending.remove(job)
                 budget = planned_epochs(ctx, job.spec, epochs_estimate)
                 clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
                            estimate_s=_estimate(ctx, job, speeds, epochs_estimate), epochs_budget=budget,
-                           time_left_s=round(t_end - time.time()))
-                in_flight[pool.submit(execute_job, job.payload(ctx, t_end, budget))] = job
+                           time_left_s=_seconds_left(t_end))
+                payload = job.payload(ctx, None if cluster else t_end, budget, device=job_device)
+                if separate:
+                    payload.update(output_dir=str(_job_root(ctx, job)),
+                                   read_roots=[str(ctx.output_dir), *payload["read_roots"]])
+                if arrays:
+                    starting.append((job, payload))
+                else:
+                    in_flight[pool.submit(execute_job, payload)] = job
+            if starting:
+                handles = pool.submit_array(execute_job, [p for _, p in starting])
+                in_flight.update(zip(handles, (j for j, _ in starting)))
+                clog.write("array", jobs=[j.name for j, _ in starting],
+                           job_ids=[str(getattr(h, "job_id", "")) for h in handles])
             if not in_flight:
                 break
-            finished, _ = cf.wait(list(in_flight), timeout=max(1.0, t_end - time.time()),
-                                  return_when=cf.FIRST_COMPLETED)
+            finished = _wait_any(list(in_flight), getattr(pool, "poll_s", 1.0), t_end)
             if not finished and time.time() >= t_end:  # a job overran its deadline: stop waiting for it
                 clog.write("deadline passed", still_running=[j.name for j in in_flight.values()])
                 break
-            for future in finished:
-                job = in_flight.pop(future)
+            for handle in finished:
+                job = in_flight.pop(handle)
                 try:
-                    outcome = future.result()
-                except Exception as e:  # a worker that died (out of memory, killed)
+                    outcome = handle.result()
+                except Exception as e:  # a worker that died (out of memory, killed), a cluster job that never ran
                     outcome = {"name": job.name, "dataset": job.dataset, "model": job.model, "status": "failed",
                                "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
                 outcomes.append(outcome)
+                if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
+                    merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
                 if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
                     speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
                 clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
-                if outcome["status"] == "failed" and job.priority[0] == 0:
+                if outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
+                    attempts[job.name] = attempts.get(job.name, 0) + 1
+                    clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],
+                               max_retries=max_retries, reason=outcome.get("reason"))
+                    pending.append(job)
+                    pending.sort(key=lambda j: j.priority)
+                elif outcome["status"] == "failed" and job.priority[0] == 0:
                     log.error("%s failed: %s", job.name, outcome.get("reason"))
                 if archive:
                     write_archive(ctx, archive)
+    except BaseException:
+        if in_flight and hasattr(pool, "cancel"):  # interrupted: the cluster's jobs would run on without us
+            pool.cancel(list(in_flight))
+        raise
     finally:
         pool.shutdown(wait=not in_flight, cancel_futures=True)
     skipped = [j.name for j in pending]
     clog.write("campaign end", finished=sum(o["status"] == "done" for o in outcomes), not_started=len(skipped),
-               time_left_s=round(t_end - time.time()))
+               time_left_s=_seconds_left(t_end))
     if archive:
         write_archive(ctx, archive)
     return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
             "outcomes": outcomes, "not_started": skipped, "skipped_after_permanent_failure": skipped_failed,
             "still_running": [j.name for j in in_flight.values()], "results": str(ctx.results_dir),
-            "archive": str(archive) if archive else None}
+            "archive": str(archive) if archive else None, "retries": sum(attempts.values())}
+
+
+def _job_root(ctx: Context, job: PlannedJob) -> Path:
+    """A job's own output root with ``separate_outputs`` (the same for its retries and requeues,
+    so they find its running checkpoint)."""
+    return ctx.output_dir / "jobs" / ctx.size.name / job.config_hash
+
+
+def _seconds_left(t_end: float) -> int | None:
+    return None if math.isinf(t_end) else round(t_end - time.time())
+
+
+def _wait_any(handles: list, poll_s: float, t_end: float = math.inf) -> list:
+    """The finished ones among ``handles``, once there is one or the deadline ``t_end`` has
+    passed (then possibly none): concurrent futures through ``concurrent.futures.wait``;
+    submitit jobs (which are not futures) by asking each whether it is done every ``poll_s``
+    seconds (submitit's debug jobs run when asked)."""
+    if all(isinstance(h, cf.Future) for h in handles):
+        timeout = None if math.isinf(t_end) else max(1.0, t_end - time.time())
+        finished, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return list(finished)
+    while True:
+        finished = [h for h in handles if h.done()]
+        if finished or time.time() >= t_end:
+            return finished
+        time.sleep(poll_s)
 
 
 def _permanent_failures(ctx: Context) -> set[str]:

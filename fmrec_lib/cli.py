@@ -133,12 +133,24 @@ def _context(args):
 
 
 def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
+    """One run; under ``torchrun --nproc-per-node N`` trained data-parallel on N processes
+    (:mod:`fmrec_lib.distributed`), rank 0 writing and printing."""
+    from .distributed import launched
+
+    with launched(args.device) as (group, device):
+        args.device = device
+        return _train(args, model_fields, train_fields, group is None or group.is_main)
+
+
+def _train(args, model_fields: list[str], train_fields: list[str], main: bool) -> int:
+    from .distributed import barrier
     from .runs import RunSpec, find, run
     from .train import resolve_configs
 
     overrides = {**_collect(args, model_fields), **_collect(args, train_fields)}
     seed = overrides.pop("seed", 1997)
     ctx = _context(args)
+    ctx.progress = ctx.progress and main
     if "sampler" in overrides:  # partial sampler options complete the size's sampler
         base = ctx.size.configs(args.model)[0].get("sampler")
         base = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else (base or {})
@@ -150,16 +162,17 @@ def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
         from .runs import spec_hash
 
         stale = checkpoints.running_path(ctx.store.checkpoints, args.model, spec_hash(ctx, spec))
-        if stale.exists():
+        if main and stale.exists():
             stale.rename(stale.with_suffix(".pt.discarded"))
             logging.getLogger(__name__).warning("--no-resume: moved %s aside", stale)
+        barrier()
     done = find(ctx, spec)
-    if done is not None:
+    if done is not None and main:
         print(f"already finished: run {done.config_hash} ({spec.name}) is recorded in {done.results_path}; "
               "reusing it (nothing trained). Change a setting or --output-dir to train another.", file=sys.stderr)
-        r = done
-    else:
-        r = run(ctx, spec)
+    r = done if done is not None else run(ctx, spec)
+    if not main:
+        return 0
     print(json.dumps({"dataset": r.dataset, "model": r.model, "config_hash": r.config_hash, "seed": r.spec.seed,
                       "size": ctx.size.name, "reused": r.reused, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
                       "stop_reason": r.stop_reason, "device": r.device, "results": str(r.results_path),
@@ -175,7 +188,16 @@ BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
     """Time training and sampling; each ``--variant`` (model-config fields and speed flags,
-    ``key=value,...``) is timed in turn in this one process, so the numbers compare."""
+    ``key=value,...``) is timed in turn in this one process, so the numbers compare. Under
+    ``torchrun --nproc-per-node N`` the N processes train data-parallel (rank 0 reports)."""
+    from .distributed import launched
+
+    with launched(args.device) as (group, device):
+        args.device = device
+        return _bench(args, model_fields, group is None or group.is_main)
+
+
+def _bench(args, model_fields: list[str], main: bool) -> int:
     from .bench import benchmark
     from .config import from_dict
     from .models import model_config_class
@@ -192,8 +214,11 @@ def _cmd_bench(args, model_fields: list[str]) -> int:
         config = {**model_config, **{k: v for k, v in overrides.items() if k not in BENCH_FLAGS}}
         report = benchmark(ds, model=args.model, model_config=config, device=args.device, batch_size=args.batch_size,
                            train_steps=args.train_steps, warmup=args.warmup, sample_users=args.sample_users, **flags)
+        if not main:
+            continue
+        processes = f", {report['world_size']} processes" if "world_size" in report else ""
         print(f"{report['model']} on {report['dataset']} ({report['profile']} profile), {report['device']}, "
-              f"torch {report['torch']}, flags {report['flags']}" + (f", variant {variant}" if variant else ""),
+              f"torch {report['torch']}, flags {report['flags']}{processes}" + (f", variant {variant}" if variant else ""),
               file=sys.stderr)
         print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
               f"({report['ms_per_step']:.1f} ms per step) -> {report['s_per_epoch']:.2f} s per epoch "
@@ -225,6 +250,8 @@ def _parse_overrides(text: str) -> dict:
 def _cmd_campaign(args) -> int:
     from .campaign import run_campaign
 
+    if args.deadline is None and args.executor == "local":
+        raise ValueError("campaign --executor local needs --deadline SECONDS (a cluster executor does not)")
     summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, jobs=args.jobs,
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
@@ -235,8 +262,9 @@ def _cmd_campaign(args) -> int:
 
 
 def _executor_options(args) -> dict:
-    return {k: getattr(args, k) for k in ("partition", "gpus_per_job", "time_limit_min", "array_parallelism",
-                                          "slurm_folder", "max_retries") if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit_min",
+                                          "array_parallelism", "slurm_folder", "max_retries", "separate_outputs")
+            if getattr(args, k, None) not in (None, False)}
 
 
 def _cmd_merge(args) -> int:
@@ -275,7 +303,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p = sub.add_parser("campaign", help="train every run the notebooks need at a size, by priority, before a deadline")
     p.add_argument("--size", default="paper", choices=SIZES)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--deadline", type=positive_float, required=True, help="seconds from now to stop by")
+    p.add_argument("--deadline", type=positive_float, default=None,
+                   help="seconds from now to stop by (required with --executor local; on a cluster each job has "
+                        "--time-limit-min instead, and a deadline only keeps jobs that cannot finish by then from starting)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
     p.add_argument("--archive", default=None, help="pack results/<size>/ into this .tar.gz after every finished job")
@@ -286,11 +316,23 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],
                    help="budget each run for its maximum epochs (never cut off) or for the epochs such runs took "
                         "so far (more runs start in a short window; one that runs longer is stopped at the deadline)")
-    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug"],
-                   help="local processes, SLURM job arrays through submitit, or submitit's in-process debug executor")
-    for name, kind in (("partition", str), ("gpus-per-job", int), ("time-limit-min", int),
-                       ("array-parallelism", int), ("slurm-folder", str), ("max-retries", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="SLURM executor option")
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug", "local-submitit"],
+                   help="local processes; SLURM job arrays through submitit (pip install 'fmrec-lib[cluster]'); "
+                        "submitit's in-process debug executor or its local subprocesses (tests of the cluster path)")
+    cluster_help = {"partition": "SLURM partition", "gpus-per-job": "GPUs per job (default 1 on SLURM)",
+                    "cpus-per-job": "CPU cores per job", "mem-gb": "memory per job, GB",
+                    "time-limit-min": "time limit of each job in minutes (default 240); a job that reaches it is "
+                                      "requeued and resumes from its running checkpoint",
+                    "array-parallelism": "jobs of an array running at once (SLURM's --array=...%%N)",
+                    "slurm-folder": "submitit's logs and pickles (default <output root>/submitit/<size>)",
+                    "max-retries": "times a failed job is resubmitted (default 2 on a cluster, 0 locally)"}
+    for name, kind in (("partition", str), ("gpus-per-job", int), ("cpus-per-job", int), ("mem-gb", float),
+                       ("time-limit-min", int), ("array-parallelism", int), ("slurm-folder", str),
+                       ("max-retries", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help=cluster_help[name])
+    p.add_argument("--separate-outputs", action="store_true",
+                   help="each job writes under <output root>/jobs/<size>/<config hash>/ and the campaign alone merges "
+                        "it into results/<size>/: for a shared disk whose file locks do not hold across nodes")
 
     p = sub.add_parser("merge", help="merge a campaign archive (or results folder) into results/<size>/")
     p.add_argument("archive", help="a .tar.gz written by campaign --archive, or a results/<size> folder")

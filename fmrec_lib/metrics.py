@@ -148,9 +148,11 @@ def evaluate(
     progress: bool = False,
     keep_ranks: bool = False,
     lists_k: int | None = None,
+    accumulator: bool = False,
 ) -> dict[str, float] | MetricAccumulator:
     """Rank all items for every user and return ``{"HR@5": ..., "NDCG@20": ...}`` in %
-    (or, with ``keep_ranks``/``lists_k``, the accumulator holding metrics, ranks and lists).
+    (or, with ``keep_ranks``/``lists_k``/``accumulator``, the accumulator holding metrics,
+    ranks and lists).
 
     ``score_fn(histories)`` maps a (b, L) batch of left-padded histories on ``device`` to
     (b, N + 1) scores. ``inputs`` may already live on ``device`` (then nothing is copied).
@@ -163,7 +165,7 @@ def evaluate(
     for start in starts:
         hist = inputs[start:start + batch_size].to(device, non_blocking=True)
         acc.update(score_fn(hist), targets[start:start + batch_size].to(device), hist)
-    return acc if keep_ranks or lists_k else acc.result()
+    return acc if keep_ranks or lists_k or accumulator else acc.result()
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, torch.Tensor]:

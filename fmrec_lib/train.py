@@ -26,9 +26,10 @@ from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .config import check_settings, config_hash, from_dict
 from .data import SequentialDataset
+from .distributed import DistEnv
 from .metrics import EvalProtocol, beyond_accuracy, evaluate
 from .models import MODELS, build_model, model_config_class
 from .models.base import Recommender
@@ -173,10 +174,16 @@ class LossTracker:
         self.finite_batches += torch.isfinite(self.sums)
         self.n_batches += 1
 
-    def read(self) -> tuple[dict[str, float], dict[str, int | None]]:
+    def read(self, combine: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> tuple[dict[str, float], dict[str, int | None]]:
         """Epoch means per term, and per term the first batch (0-based) where it was not finite
-        (None while finite). The epoch's one host sync."""
-        sums, finite = torch.cat([self.sums, self.finite_batches.to(self.sums.dtype)]).cpu().view(2, -1).tolist()
+        (None while finite). The epoch's one host sync. ``combine`` maps the (2, T) buffer
+        (sums, finite counts) to the combined one of all ranks
+        (:func:`fmrec_lib.distributed.combine_loss_terms`, one collective)."""
+        packed = torch.cat([self.sums, self.finite_batches.to(self.sums.dtype)])
+        if combine is not None:
+            packed = combine(packed.view(2, -1))
+        sums, finite = packed.cpu().view(2, -1).tolist()
         means = {k: v / self.n_batches for k, v in zip(self.names, sums)}
         first_bad = {k: (None if math.isfinite(v) else int(f)) for k, v, f in zip(self.names, sums, finite)}
         return means, first_bad
@@ -221,17 +228,25 @@ def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_
 def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
                    batch_size: int = 1024, protocol: EvalProtocol | None = None, progress: bool = False,
                    sampler: SamplerConfig | None = None, keep_ranks: bool = False, lists_k: int | None = None,
-                   inputs: tuple[torch.Tensor, torch.Tensor] | None = None):
+                   inputs: tuple[torch.Tensor, torch.Tensor] | None = None, group: DistEnv | None = None):
     """Full-ranking metrics of a model on ``split``; evaluation noise from a generator seeded
     with ``seed`` on the model's device, so the same model and seed give the same numbers.
     ``sampler`` overrides FMRec's configured sampler. With ``keep_ranks``/``lists_k`` the
     accumulator is returned (metrics, per-user ranks, top-k lists). ``inputs`` may pass the
-    split's (histories, targets) already on the device."""
+    split's (histories, targets) already on the device.
+
+    With ``group`` (data-parallel training) each rank scores its contiguous share of the users
+    and every rank gets the metrics, ranks and lists of all users in user order. Each rank's
+    generator starts from ``seed``, so a model that draws evaluation noise (FMRec, DiffuRec)
+    gets other noise per user than in one process; deterministic ones get the same numbers."""
     device = model_device(model)
     protocol = protocol or EvalProtocol.for_profile(model.config.profile)
     if inputs is None:
         inputs = dataset.eval_inputs(split, model.config.max_len)
         model.check_inputs(inputs[0])
+    n_users = len(inputs[1])
+    if group is not None:
+        inputs = (distributed.shard(inputs[0], group), distributed.shard(inputs[1], group))
     generator = torch.Generator(device=device).manual_seed(seed)
     if sampler is None:
         score = lambda h: model.score(h, generator)  # noqa: E731
@@ -241,10 +256,14 @@ def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *
     model.eval()
     try:
         with torch.no_grad():
-            return evaluate(score, inputs[0], inputs[1], protocol, batch_size=batch_size, device=device,
-                            progress=progress, keep_ranks=keep_ranks, lists_k=lists_k)
+            out = evaluate(score, inputs[0], inputs[1], protocol, batch_size=batch_size, device=device,
+                           progress=progress, keep_ranks=keep_ranks, lists_k=lists_k, accumulator=group is not None)
     finally:
         model.train(was_training)
+    if group is None:
+        return out
+    acc = distributed.combine_accumulator(out, n_users, group)
+    return acc if keep_ranks or lists_k else acc.result()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -352,55 +371,66 @@ def fit(
     and the selected model is kept there; with ``results_path`` the finished run is recorded
     (:func:`fmrec_lib.results.record_run`). ``deadline`` (a ``time.time()`` value) stops the
     run with :class:`DeadlineReached` when the next epoch would end after it.
+
+    Inside a process group of several ranks (``torchrun``, :mod:`fmrec_lib.distributed`) the
+    run is trained data-parallel: every rank calls ``fit`` with the same arguments; rank 0
+    alone writes checkpoints and results.
     """
     t_start = time.perf_counter()
     mc, tc = resolve_configs(model, model_config, train_config)
+    group = distributed.current()
     device = resolve_device(device)
     configure_precision(tf32=tc.tf32)
     run_hash = run_config_hash(dataset, model, mc, tc)
     seed_everything(tc.seed)
     net = build_model(model, dataset, mc).to(device)
+    if group is not None:
+        distributed.seed_rank(tc.seed, group)
+    writes = group is None or group.is_main
     protocol = EvalProtocol.for_profile(mc.profile)
     val_inputs = _device_inputs(net, dataset, "val", device)
 
     def finish(history, val, best_epoch, epochs_run, stop_reason, epoch_seconds=()):
         test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
                                   protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
-                                  inputs=_device_inputs(net, dataset, "test", device), progress=progress)
+                                  inputs=_device_inputs(net, dataset, "test", device), progress=progress and writes,
+                                  group=group)
         test = {**test_acc.result(), **beyond_accuracy(test_acc.lists(), dataset.item_counts())}
+        runtime = runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode, amp_bf16=tc.amp_bf16)
+        if group is not None:
+            runtime["world_size"] = group.world_size
         result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
                            train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
                            epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start, device=device_name(device),
                            history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
-                           fingerprint=dataset.fingerprint(), stop_reason=stop_reason,
-                           runtime=runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode,
-                                                amp_bf16=tc.amp_bf16),
+                           fingerprint=dataset.fingerprint(), stop_reason=stop_reason, runtime=runtime,
                            test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
-        if results_path is not None:
+        if results_path is not None and writes:
             from .results import record_run
             record_run(result, results_path)
+        distributed.barrier()  # the other ranks return once rank 0 has recorded the run
         return result
 
     if not net.trainable:
         val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol,
-                             inputs=val_inputs)
+                             inputs=val_inputs, group=group)
         return finish([], val, 0, 0, "not trained")
 
-    trainer = _Trainer(net, dataset, mc, tc, device, run_hash, model, protocol, val_inputs, progress)
+    trainer = _Trainer(net, dataset, mc, tc, device, run_hash, model, protocol, val_inputs, progress and writes, group)
     ckpt_path = checkpoints.running_path(checkpoint_dir, model, run_hash) if checkpoint_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         t_start -= trainer.resume(ckpt_path)  # wall time counts the interrupted part too
     stop_reason = trainer.train(ckpt_path, on_epoch_end, deadline, t_start)
     selected = trainer.selection.weights
     net.load_state_dict(selected, strict=False)  # training-only parts are not needed any more
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and writes:
         checkpoints.save({"kind": "selected", "model": selected, "model_name": model,
                           "model_config": asdict(mc), "train_config": asdict(tc), "config_hash": run_hash,
                           "num_items": dataset.num_items, "best_epoch": trainer.selection.epoch},
                          checkpoints.selected_path(checkpoint_dir, model, run_hash))
     sel = trainer.selection
     result = finish(trainer.history, sel.val, sel.epoch, trainer.epoch, stop_reason, trainer.epoch_seconds)
-    if ckpt_path is not None and results_path is not None:
+    if ckpt_path is not None and results_path is not None and writes:
         ckpt_path.unlink(missing_ok=True)  # the run is recorded: the running checkpoint is no longer needed
     return result
 
@@ -415,17 +445,24 @@ def _device_inputs(net: Recommender, dataset: SequentialDataset, split: str, dev
 class _Trainer:
     """The training loop of one run: epochs, validations, the running checkpoint."""
 
-    def __init__(self, net, dataset, mc, tc: TrainConfig, device, run_hash, model_name, protocol, val_inputs, progress):
+    def __init__(self, net, dataset, mc, tc: TrainConfig, device, run_hash, model_name, protocol, val_inputs, progress,
+                 group: DistEnv | None = None):
         self.net, self.dataset, self.mc, self.tc, self.device = net, dataset, mc, tc, device
         self.run_hash, self.model_name, self.protocol, self.val_inputs = run_hash, model_name, protocol, val_inputs
-        self.progress = progress
+        self.progress, self.group = progress, group
         inputs, targets = dataset.training_samples(mc.max_len, tc.last_k_samples)
         net.check_inputs(inputs)
         self.inputs, self.targets = inputs.to(device), targets.to(device)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                           **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
-        self.loss_fn = compile_loss(net.loss, tc.compile_mode) if tc.compile else net.loss
+        loss = net.loss
+        if group is not None:
+            if tc.compile and tc.compile_mode == "reduce-overhead":
+                raise ValueError("compile_mode 'reduce-overhead' (CUDA graphs) is not supported with data-parallel "
+                                 "training: use another compile mode or one process")
+            loss = distributed.wrap_loss(net, device)
+        self.loss_fn = compile_loss(loss, tc.compile_mode) if tc.compile else loss
         self.mark_step = tc.compile and tc.compile_mode == "reduce-overhead"  # CUDA graphs reuse outputs per step
         self.shuffle = torch.Generator().manual_seed(tc.seed)
         self.selection = _Selection()
@@ -444,17 +481,45 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.selection.load(ckpt, self.net)
         self.epoch, self.history = ckpt["epoch"], ckpt["history"]
-        _restore_rng(ckpt["rng"], self.shuffle)
+        if self.group is None:
+            if ckpt.get("world_size", 1) != 1:
+                log.warning("%s was written by %d processes, this run has one: resuming with rank 0's training noise",
+                            path, ckpt["world_size"])
+            _restore_rng(ckpt["rng"], self.shuffle)
+        else:
+            self._restore_rank_rng(ckpt)
         log.info("resumed %s at epoch %d (best epoch %d)", path, self.epoch, self.selection.epoch)
         return ckpt.get("wall_time_s", 0.0)
 
+    def _restore_rank_rng(self, ckpt: dict) -> None:
+        """Data-parallel resume: each rank takes its own RNG state from rank 0's checkpoint. One
+        written with another number of ranks gives every rank rank 0's state, then its own stream
+        (the continuation differs from an uninterrupted run's)."""
+        group = self.group
+        if ckpt.get("world_size") == group.world_size:
+            _restore_rng(ckpt["rng_ranks"][group.rank], self.shuffle)
+            return
+        log.warning("the running checkpoint of %s was written by %s process(es), this run has %d: resuming with "
+                    "fresh per-rank training noise", self.model_name, ckpt.get("world_size", 1), group.world_size)
+        _restore_rng(ckpt["rng"], self.shuffle)
+        distributed.seed_rank(self.tc.seed + self.epoch, group)
+
     def _save(self, path: Path, t_start: float) -> None:
+        extra = {}
+        if self.group is not None:  # a collective: every rank's RNG state goes into rank 0's checkpoint
+            extra = {"world_size": self.group.world_size,
+                     "rng_ranks": distributed.all_gather_objects(_rng_state(self.shuffle))}
+            if not self.group.is_main:
+                distributed.barrier()
+                return
         checkpoints.save({"kind": "running", "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                           "scheduler": self.scheduler.state_dict(), "config_hash": self.run_hash,
                           "model_name": self.model_name, "model_config": asdict(self.mc),
                           "train_config": asdict(self.tc), "num_items": self.dataset.num_items, "epoch": self.epoch,
                           "history": self.history, "rng": _rng_state(self.shuffle), **self.selection.to_dict(self.epoch),
-                          "wall_time_s": time.perf_counter() - t_start}, path)
+                          "wall_time_s": time.perf_counter() - t_start, **extra}, path)
+        if self.group is not None:
+            distributed.barrier()  # no rank goes on before the checkpoint is on disk
 
     def train(self, ckpt_path: Path | None, on_epoch_end, deadline: float | None, t_start: float) -> str:
         """Epochs until the patience rule or the last epoch; returns why it stopped."""
@@ -466,7 +531,11 @@ class _Trainer:
         try:
             while self.epoch < tc.epochs:
                 t_epoch = time.perf_counter()
-                if deadline is not None and self.epoch_seconds and time.time() + max(self.epoch_seconds[-3:]) > deadline:
+                near = deadline is not None and bool(self.epoch_seconds) and \
+                    time.time() + max(self.epoch_seconds[-3:]) > deadline
+                if deadline is not None and self.group is not None:
+                    near = distributed.any_rank(near, self.device)  # every rank stops at the same epoch
+                if near:
                     raise DeadlineReached(f"stopped before epoch {self.epoch + 1}: the deadline is near "
                                           f"(running checkpoint: {ckpt_path})")
                 self.epoch += 1
@@ -506,20 +575,30 @@ class _Trainer:
         perm = torch.randperm(len(self.targets), generator=self.shuffle).to(self.device)
         tracker = LossTracker()
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp_bf16 else nullcontext())
+        group = self.group
         for b in range(n_batches):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+            if group is not None:
+                idx, share = distributed.batch_share(idx, group)
             if self.mark_step:
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 terms = self.loss_fn(self.inputs[idx], self.targets[idx])
             self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            if group is None:
+                terms["loss"].backward()
+            else:
+                # DDP averages gradients over ranks: weight the rank's mean by its share of the batch
+                scale = group.world_size * share
+                (terms["loss"] if scale == 1 else terms["loss"] * scale).backward()
+                terms = {k: v * share for k, v in terms.items()}  # summed over ranks at the epoch's end
             self.optimizer.step()
             tracker.update(terms)
             if bar is not None:
                 bar.update(1)
         self.scheduler.step()
-        means, first_bad = tracker.read()  # the epoch's one host sync
+        # the epoch's one host sync (with several ranks: one collective, then the sync)
+        means, first_bad = tracker.read(distributed.combine_loss_terms if group is not None else None)
         if not all(math.isfinite(v) for v in means.values()):
             bad = {k: v for k, v in first_bad.items() if k != "loss" and v is not None}
             term = min(bad, key=bad.get) if bad else "loss"
@@ -530,7 +609,8 @@ class _Trainer:
 
     def _validate(self, record: dict) -> None:
         val = evaluate_model(self.net, self.dataset, "val", seed=self.tc.eval_seed,
-                             batch_size=self.tc.eval_batch_size, protocol=self.protocol, inputs=self.val_inputs)
+                             batch_size=self.tc.eval_batch_size, protocol=self.protocol, inputs=self.val_inputs,
+                             group=self.group)
         record.update({f"val_{k}": v for k, v in val.items()})
         improved = self.selection.update(self.epoch, val, self.net)
         log.info("epoch %d val %s%s", self.epoch, {k: round(v, 3) for k, v in val.items()},

@@ -95,7 +95,7 @@ class PlannedJob:
         return {"spec": self.spec.to_json(), "epochs_budget": epochs_budget, "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
                 "device": device or str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
                 "read_roots": [str(r) for r in ctx.read_roots],
-                "allow_cpu_training": ctx.allow_cpu_training, "name": self.name}
+                "allow_cpu_training": ctx.allow_cpu_training, "name": self.name, "speed": dict(ctx.speed)}
 
 
 def _priority(job, notebook_index: int, sequence: int) -> tuple:
@@ -154,7 +154,7 @@ def speed_key(ctx: Context, spec: RunSpec) -> str:
 
     from .train import TrainConfig
 
-    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    _, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
     flags = ",".join(f"{k}={tc.get(k, getattr(TrainConfig, k))}" for k in (*TrainConfig.SPEED_FIELDS, "amp_bf16"))
     return f"{spec.dataset}|{spec.model}|{ctx.device_label}|torch {torch.__version__}|{flags}"
 
@@ -191,7 +191,7 @@ def _max_epochs(ctx: Context, spec: RunSpec) -> int:
 
     if not MODELS[spec.model][0].trainable:
         return 0
-    _, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    _, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
     return int(tc.get("epochs", TrainConfig.epochs))
 
 
@@ -231,6 +231,7 @@ def execute_job(payload: dict) -> dict:
                          read_roots=tuple(payload["read_roots"]))
     ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
     ctx.allow_cpu_training = payload["allow_cpu_training"]
+    ctx.speed = dict(payload.get("speed", {}))
     spec = RunSpec.from_json(payload["spec"])
     out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label,
            "speed_key": speed_key(ctx, spec)}
@@ -326,8 +327,13 @@ def make_executor(kind: str, jobs: int, options: dict, ctx: Context):
 def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | None = 540.0, jobs: int = 1, *,
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
-                 allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False) -> dict:
+                 allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False,
+                 speed: dict | None = None) -> dict:
     """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
+
+    ``speed``: speed-only settings for every run (``tf32``, ``fused_adam``, ``compile``,
+    ``compile_mode``): they change how fast, not which run (its identity), and each result
+    records them in its ``runtime``.
 
     ``epochs_estimate``: ``max`` budgets every run for its maximum epochs (nothing is ever cut
     off, but long runs may never start in a short window); ``expected`` for the epochs such
@@ -357,6 +363,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     t_end = time.time() + deadline_s if deadline_s is not None else math.inf
     # a cluster's driver plans on this machine; each job resolves its device on its node
     ctx = Context.create(size, "cpu" if cluster else device, output_dir, progress=False)
+    ctx.speed = dict(speed or {})
+    ctx.configs("fmrec", 0)  # a setting that is not a speed field fails here, before any work
     job_device = device if cluster else None
     ctx.allow_cpu_training = allow_cpu_training or ctx.device.type == "cuda" or size != "paper"
     clog = CampaignLog(ctx.results_dir / LOG_NAME)

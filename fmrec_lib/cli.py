@@ -256,7 +256,7 @@ def _cmd_campaign(args) -> int:
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
                            allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate,
-                           retry_failed=args.retry_failed)
+                           retry_failed=args.retry_failed, speed=_parse_overrides(args.speed or ""))
     print(json.dumps(summary, default=str))
     return 0
 
@@ -309,6 +309,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
     p.add_argument("--archive", default=None, help="pack results/<size>/ into this .tar.gz after every finished job")
+    p.add_argument("--speed", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="speed settings for every run, e.g. tf32=true,fused_adam=true,compile=true,"
+                        "compile_mode=reduce-overhead (not part of a run's identity; recorded with each result)")
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs whose last attempt failed for good "
                                                                 "(a NaN loss or NaN scores)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")

@@ -77,6 +77,7 @@ class Context:
     allow_cpu_training: bool = False  # paper-size runs on a CPU (hours each): only when asked for
     data_options: dict = field(default_factory=dict)  # load_dataset options (fmt, data_dir, max_users, ...)
     epoch_hook: Any = None  # called as hook(epoch, record) after every training epoch (the campaign's checks)
+    speed: dict = field(default_factory=dict)  # speed-only settings for every run (tf32, compile, ...): not in the identity
     _datasets: dict = field(default_factory=dict, repr=False)
     _reported: set = field(default_factory=set, repr=False)
 
@@ -172,6 +173,16 @@ class Context:
         if isinstance(found, Exception):
             raise found
         return found
+
+    def configs(self, model: str, seed: int, **overrides) -> tuple[dict, dict]:
+        """(model config, train config) dicts of a run at this size with this context's speed
+        settings (speed fields only: they never change a run's identity)."""
+        from .train import TrainConfig
+
+        unknown = sorted(set(self.speed) - set(TrainConfig.SPEED_FIELDS))
+        if unknown:
+            raise ValueError(f"speed settings {unknown} are not speed fields; known: {list(TrainConfig.SPEED_FIELDS)}")
+        return self.size.configs(model, seed=seed, **{**overrides, **self.speed})
 
     def dataset_error(self, name: str) -> Exception | None:
         """Why ``name`` cannot be loaded here (logged once), or None when it can."""

@@ -159,7 +159,7 @@ def retrain(r: "Run") -> Path:
 def _resolve(ctx: "Context", spec: RunSpec):
     """(dataset, model config, train config) of a spec at the context's size."""
     ds = ctx.dataset(spec.dataset)
-    mc, tc = ctx.size.configs(spec.model, seed=spec.seed, **spec.overrides)
+    mc, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
     mc_obj, tc_obj = resolve_configs(spec.model, mc, tc)
     return ds, mc_obj, tc_obj
 

@@ -145,3 +145,18 @@ def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(
     key = campaign.speed_key(ctx, first.spec)
     fast = campaign.speed_key(ctx, RunSpec(first.spec.dataset, "fmrec", 1997, {"tf32": True, "compile": True}))
     assert key != fast and "tf32=False" in key and "tf32=True" in fast  # a speed says which settings it is for
+
+
+def test_speed_settings_apply_to_every_run_and_are_recorded_not_identifying(roots, monkeypatch):
+    monkeypatch.setattr(reports, "DEFAULTS", {**SMALL, "01_main_results": {**SMALL["01_main_results"],
+                                                                           "models": ["fmrec"], "seeds": [1997]}})
+    with pytest.raises(ValueError, match="not speed fields"):
+        campaign.run_campaign("smoke", "cpu", 60, output_dir=roots / "repo", speed={"lr": 0.1})
+    out = roots / "fast"
+    summary = campaign.run_campaign("smoke", "cpu", 600, output_dir=out, speed={"tf32": True}, dry_run=False)
+    rows = read_results(out / "results" / "smoke" / "runs.csv")
+    assert summary["outcomes"] and all(json.loads(r)["tf32"] for r in rows["runtime"])
+    plain = Context.create("smoke", "cpu", roots / "plain", progress=False)
+    from fmrec_lib.runs import spec_hash
+
+    assert spec_hash(plain, RunSpec("ml-100k", "fmrec", 1997)) in set(rows["config_hash"])  # the same runs

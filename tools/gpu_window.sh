@@ -10,7 +10,8 @@
 # Settings (environment): BUDGET seconds for the whole command (default 540), SIZE (paper),
 # DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0,
 # BENCH_VARIANTS_ML / BENCH_VARIANTS_BEAUTY (the bench's --variant options), BENCH_LIMIT_ML /
-# BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options).
+# BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options), SPEED (the campaign's --speed, e.g.
+# tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead).
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -41,7 +42,8 @@ fi
 DEADLINE=$(( $(left) - 25 ))
 if [ "$DEADLINE" -gt 30 ]; then
   python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --jobs "$JOBS" \
-    --epochs-estimate "$ESTIMATE" --archive "$OUT/results-$SIZE.tar.gz" > "$OUT/campaign.json" 2> "$OUT/campaign.log"
+    --epochs-estimate "$ESTIMATE" ${SPEED:+--speed "$SPEED"} --archive "$OUT/results-$SIZE.tar.gz" \
+    > "$OUT/campaign.json" 2> "$OUT/campaign.log"
   echo "campaign exit $?" >> "$OUT/campaign.log"
 else
   echo "no time left for the campaign" > "$OUT/campaign.log"

@@ -38,8 +38,9 @@ paper: install
 data: install
 	$(PY) -m fmrec_lib data
 
+DATASET ?= ml-100k
 bench: install
-	$(PY) -m fmrec_lib bench --device $(DEVICE)
+	$(PY) -m fmrec_lib bench --dataset $(DATASET) --device $(DEVICE)
 
 # The data a GPU window carries (git-ignored data/, named in the device call's `carry`).
 SHARED_DATA ?= ../shared/data

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU window: benchmark first, then the campaign until the time is up; everything that
-# should come back goes to $OUT as at most 6 files:
+# should come back goes to $OUT as at most 7 files:
 #   env.txt (nvidia-smi, torch), bench.jsonl (one JSON line per benchmark), bench.log,
-#   campaign.json (the summary), campaign.log (progress), results-<size>.tar.gz (results/<size>/).
+#   campaign.json (the summary), campaign.log (progress), results-<size>.tar.gz (results/<size>/),
+#   compile-cache.tar.gz (torch.compile's caches, for the next window).
 # Runs on a bare machine with only its preinstalled packages (no install, no network): the
 # repository is on PYTHONPATH and the data come from a git-ignored folder the call carries
 # (`make gpu-data` fills data/ from ../shared/data). Check it on a CPU at smoke size with
@@ -11,7 +12,9 @@
 # DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0,
 # BENCH_VARIANTS_ML / BENCH_VARIANTS_BEAUTY (the bench's --variant options), BENCH_LIMIT_ML /
 # BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options), SPEED (the campaign's --speed, e.g.
-# tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead).
+# tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead), COMPILE_CACHE (the folder
+# holding torch.compile's caches, default .compile_cache: carry it into the next window to skip most
+# of each compilation) and COMPILE_CACHE_MAX_MB (15: a bigger packed cache is not sent back).
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -20,10 +23,19 @@ BENCH=${BENCH:-1}
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg FMREC_DATA_DIR=${FMREC_DATA_DIR:-data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # JOBS worker processes share the CPU cores
 mkdir -p "$OUT"
+# torch.compile's on-disk caches (Inductor's FX graphs, AOTAutograd, Triton kernels, autotuning) in one
+# folder: every worker process of this window shares it, and carried in from the last window it turns
+# each compilation into cache hits (same torch, Triton and GPU; torch checks and recompiles otherwise).
+COMPILE_CACHE=${COMPILE_CACHE:-.compile_cache}
+mkdir -p "$COMPILE_CACHE"
+export TORCHINDUCTOR_CACHE_DIR
+TORCHINDUCTOR_CACHE_DIR=$(cd "$COMPILE_CACHE" && pwd)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 
 { date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; python -c "import torch, sys; print(sys.version); \
-print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git log -1 --oneline 2>/dev/null; } \
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git log -1 --oneline 2>/dev/null; \
+  python -c "import os; print('compile cache', os.environ['TORCHINDUCTOR_CACHE_DIR'])"; \
+  echo "compile cache at start: $(find "$COMPILE_CACHE" -type f | wc -l) files, $(du -sk "$COMPILE_CACHE" | cut -f1) KiB"; } \
   > "$OUT/env.txt" 2>&1
 
 bench() {  # dataset, timeout seconds, variants...: one process, one JSON line per variant
@@ -47,5 +59,17 @@ if [ "$DEADLINE" -gt 30 ]; then
   echo "campaign exit $?" >> "$OUT/campaign.log"
 else
   echo "no time left for the campaign" > "$OUT/campaign.log"
+fi
+
+# the compile caches go back for the next window, unless they are too big to come back
+if [ -n "$(ls -A "$COMPILE_CACHE" 2>/dev/null)" ]; then
+  tar -czf "$OUT/compile-cache.tar.gz" -C "$COMPILE_CACHE" .
+  size_kb=$(du -k "$OUT/compile-cache.tar.gz" | cut -f1)
+  if [ "$size_kb" -gt $(( ${COMPILE_CACHE_MAX_MB:-15} * 1024 )) ]; then
+    rm -f "$OUT/compile-cache.tar.gz"
+    echo "compile cache not sent back: ${size_kb} KiB packed, over ${COMPILE_CACHE_MAX_MB:-15} MiB" >> "$OUT/campaign.log"
+  else
+    echo "compile cache: ${size_kb} KiB packed in compile-cache.tar.gz" >> "$OUT/campaign.log"
+  fi
 fi
 echo "window done after $(( $(date +%s) - T0 )) s" >> "$OUT/campaign.log"

@@ -1,0 +1,67 @@
+"""tools/gpu_window.sh's bookkeeping around the campaign: the compile caches it shares with every
+process of a window and sends back for the next one (the campaign itself is tested in
+test_campaign.py; `make window-smoke` runs the whole script)."""
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "gpu_window.sh"
+
+
+def _window(tmp_path, cache: Path, **env) -> Path:
+    """The script with no time for a benchmark or a campaign (only its bookkeeping runs)."""
+    out = tmp_path / "out"
+    full = {**os.environ, "OUT": str(out), "BUDGET": "0", "BENCH": "0", "SIZE": "smoke", "DEVICE": "cpu",
+            "COMPILE_CACHE": str(cache), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            **env}
+    full.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=full, check=True, timeout=120)
+    return out
+
+
+def _fill(cache: Path) -> None:
+    (cache / "fxgraph" / "ab").mkdir(parents=True)
+    (cache / "fxgraph" / "ab" / "entry").write_bytes(os.urandom(4096))
+    (cache / "triton").mkdir()
+    (cache / "triton" / "kernel.cubin").write_bytes(b"kernel")
+
+
+def test_the_compile_cache_is_shared_and_sent_back(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _fill(cache)
+    out = _window(tmp_path, cache)
+    env = (out / "env.txt").read_text()
+    assert f"compile cache {cache.resolve()}" in env  # what the script's python processes see
+    assert "compile cache at start: 2 files" in env
+    with tarfile.open(out / "compile-cache.tar.gz") as tar:
+        names = {Path(n).as_posix().removeprefix("./") for n in tar.getnames()}
+        assert tar.extractfile("./triton/kernel.cubin").read() == b"kernel"
+    assert {"fxgraph/ab/entry", "triton/kernel.cubin"} <= names
+    assert "compile cache:" in (out / "campaign.log").read_text()
+    # unpacked into another folder (as the next window's carried .compile_cache), the same files
+    again = tmp_path / "next"
+    again.mkdir()
+    with tarfile.open(out / "compile-cache.tar.gz") as tar:
+        tar.extractall(again, filter="data")
+    assert (again / "fxgraph" / "ab" / "entry").read_bytes() == (cache / "fxgraph" / "ab" / "entry").read_bytes()
+
+
+@pytest.mark.parametrize("fill, max_mb, message", [(True, "0", "compile cache not sent back"),
+                                                    (False, "15", None)])
+def test_no_cache_archive_when_too_big_or_empty(tmp_path, fill, max_mb, message):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if fill:
+        _fill(cache)
+    out = _window(tmp_path, cache, COMPILE_CACHE_MAX_MB=max_mb)
+    assert not (out / "compile-cache.tar.gz").exists()
+    log = (out / "campaign.log").read_text()
+    assert "window done" in log
+    if message:
+        assert message in log

@@ -299,6 +299,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--output-dir", default=None, help="executed copies (default notebooks/executed/<size>)")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="train nothing: render what results/<size>/ and runs/ hold; missing runs are reported "
+                        "(the main table marks them 'not computed yet')")
 
     p = sub.add_parser("campaign", help="train every run the notebooks need at a size, by priority, before a deadline")
     p.add_argument("--size", default="paper", choices=SIZES)
@@ -401,7 +404,7 @@ def _dispatch(args, fields) -> int:
             return _cmd_data(args)
         if args.command == "suite":
             from .suite import run_suite
-            return 1 if run_suite(args.size, args.device, args.only, args.output_dir) else 0
+            return 1 if run_suite(args.size, args.device, args.only, args.output_dir, args.reuse_only) else 0
         if args.command == "train":
             return _cmd_train(args, fields["train_model"], fields["train_train"])
         if args.command == "campaign":

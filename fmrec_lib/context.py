@@ -17,6 +17,7 @@ the above, so a run trained from the command line is reused by a notebook and vi
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class Context:
     read_roots: tuple[Path, ...] = ()
     deadline: float | None = None  # a time.time() value: training stops cleanly before it (the campaign's)
     allow_cpu_training: bool = False  # paper-size runs on a CPU (hours each): only when asked for
+    reuse_only: bool = False  # train nothing: a run no store holds is reported missing (MissingRunError)
     data_options: dict = field(default_factory=dict)  # load_dataset options (fmt, data_dir, max_users, ...)
     epoch_hook: Any = None  # called as hook(epoch, record) after every training epoch (the campaign's checks)
     speed: dict = field(default_factory=dict)  # speed-only settings for every run (tf32, compile, ...): not in the identity
@@ -83,15 +85,20 @@ class Context:
 
     @classmethod
     def create(cls, size: str = "auto", device: str = "auto", output_dir: str | Path | None = None,
-               progress: bool = True, read_roots: tuple[Path, ...] | None = None) -> "Context":
+               progress: bool = True, read_roots: tuple[Path, ...] | None = None,
+               reuse_only: bool | None = None) -> "Context":
         """A context for ``size`` (``auto``: paper with CUDA, quick without) on ``device``,
         writing under ``output_dir`` (default: the repository, the committed location) and
-        reading runs from ``read_roots`` too (default: the repository and ``runs/``)."""
+        reading runs from ``read_roots`` too (default: the repository and ``runs/``).
+        ``reuse_only`` (default: the environment variable ``FMREC_REUSE_ONLY``, which
+        ``suite --reuse-only`` sets for its notebooks) trains nothing."""
         dev = resolve_device(device)
         root = Path(output_dir).resolve() if output_dir is not None else REPO_ROOT
         candidates = (REPO_ROOT, LOCAL_ROOT) if read_roots is None else tuple(Path(r) for r in read_roots)
         others = tuple(r for r in candidates if r != root)
-        return cls(get_size(resolve_size(size, device)), dev, root, progress, others)
+        if reuse_only is None:
+            reuse_only = reuse_only_from_environment()
+        return cls(get_size(resolve_size(size, device)), dev, root, progress, others, reuse_only=reuse_only)
 
     # -- where things go ------------------------------------------------------------------
 
@@ -213,6 +220,19 @@ class Context:
         return sweep(self, run, Sweep(kind, params))
 
 
+REUSE_ONLY_ENV = "FMREC_REUSE_ONLY"
+
+
+def reuse_only_from_environment() -> bool:
+    """Whether ``FMREC_REUSE_ONLY`` asks for a context that trains nothing (1/true/yes)."""
+    value = os.environ.get(REUSE_ONLY_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{REUSE_ONLY_ENV} must be 1/true/yes or 0/false/no, got {os.environ[REUSE_ONLY_ENV]!r}")
+
+
 def setup(notebook: str, size: str = "smoke", device: str = "auto", output_dir: str | Path | None = None, *,
           progress: bool = True, **params) -> Context:
     """A notebook's one-line set-up: logging, display options and the context.
@@ -229,5 +249,6 @@ def setup(notebook: str, size: str = "smoke", device: str = "auto", output_dir: 
         output_dir = LOCAL_ROOT
         log.warning("%s: parameters differ from the committed configuration; outputs go to %s", notebook, LOCAL_ROOT)
     ctx = Context.create(size, device, output_dir, progress)
-    print(f"{notebook}: size={ctx.size.name} device={ctx.device_label} outputs={ctx.where()}")
+    print(f"{notebook}: size={ctx.size.name} device={ctx.device_label} outputs={ctx.where()}"
+          + (" (reuse only: trains nothing)" if ctx.reuse_only else ""))
     return ctx

@@ -286,7 +286,7 @@ def main_results(ctx: "Context", datasets: list[str], models: list[str], seeds: 
                     chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in chosen.items()}
                 model_runs = [ctx.run(dataset, model, seed, **({} if model == "pop" else {"profile": profile, **chosen}))
                               for seed in seeds]
-            except MissingRunError as e:  # paper size on a CPU: render what the campaign has produced so far
+            except MissingRunError as e:  # paper size on a CPU, or reuse only: render what the stores hold
                 missing.append(f"{dataset} {model} (not computed yet: {str(e).split(' and ')[0]})")
                 continue
             for seed, r in zip(seeds, model_runs):

@@ -38,7 +38,8 @@ CAMPAIGN_HINT = ("python -m fmrec_lib campaign --size paper --device cuda --dead
 
 
 class MissingRunError(RuntimeError):
-    """A paper-size run is not in any results store and this machine should not train it."""
+    """A run is not in any results store and this context should not train it: a paper-size
+    run on a CPU, or any run in a reuse-only context."""
 
 
 class MissingModelError(FileNotFoundError):
@@ -125,6 +126,10 @@ class Run:
                     f"the model of run {self.config_hash} ({self.spec.name}, paper size) is not on this machine: its "
                     f"evaluation sweeps must run right after it is trained, on the GPU, in the campaign job "
                     f"'{self.spec.name}'. Run: {CAMPAIGN_HINT}")
+            if self.ctx.reuse_only:
+                raise MissingModelError(
+                    f"the model of run {self.config_hash} ({self.spec.name}, {self.size} size) is not on this machine "
+                    f"and this context trains nothing (reuse only): run without reuse-only to retrain it")
             log.warning("run %s (%s): model file missing (results came from elsewhere); retraining it",
                         self.config_hash, self.spec.name)
             path = retrain(self)
@@ -194,6 +199,9 @@ def run(ctx: "Context", spec: RunSpec) -> Run:
     if found is not None:
         log.info("reusing %s (run %s)", spec.name, found.config_hash)
         return found
+    if ctx.reuse_only:
+        raise MissingRunError(f"{ctx.size.name}-size run {spec.name} is not recorded and this context trains "
+                              f"nothing (reuse only; looked in {', '.join(str(s.runs) for s in ctx.stores)})")
     ds, mc, tc = _resolve(ctx, spec)
     if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
         raise MissingRunError(f"paper-size run {spec.name} is not in {', '.join(str(s.runs) for s in ctx.stores)} "

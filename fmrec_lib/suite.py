@@ -1,11 +1,14 @@
 """Run the notebook suite with papermill (the main job): every ``notebooks/NN_*.ipynb`` in order."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
+from .context import REUSE_ONLY_ENV
 from .sizes import resolve_size
 from .utils import REPO_ROOT
 
@@ -23,9 +26,13 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None = None,
-              output_dir: str | Path | None = None) -> int:
+              output_dir: str | Path | None = None, reuse_only: bool = False) -> int:
     """Execute the notebooks; a failing notebook is reported and the rest still run.
-    Returns the number of failures."""
+    With ``reuse_only`` the notebooks train nothing (their kernels see ``FMREC_REUSE_ONLY=1``):
+    they render what the stores hold and report missing runs. Returns the number of failures."""
+    if reuse_only:
+        with _environment(REUSE_ONLY_ENV, "1"):
+            return run_suite(size, device, only, output_dir)
     import papermill as pm  # optional: only the suite needs it
     from tqdm import tqdm
 
@@ -48,3 +55,17 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
     print(f"{len(failures)} of {len(bar)} notebooks failed" + (f": {failures}" if failures else "")
           + f"; executed copies in {out}; tables in results/{size}/, figures in figures/{size}/")
     return len(failures)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """``os.environ[name] = value`` for the block (papermill's kernels inherit it), then as before."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -140,3 +140,52 @@ def test_results_rows_record_fingerprint_stop_reason_and_runtime(roots, tmp_path
     runtime = json.loads(row["runtime"])
     assert {"tf32", "compiled", "deterministic_algorithms", "torch"} <= runtime.keys()
     assert r.per_user_ranks() is not None and len(r.per_user_ranks()) == len(ctx.dataset(str(data)).train)
+
+
+def test_a_reuse_only_context_trains_nothing_and_reports_what_is_missing(roots, tmp_path, monkeypatch):
+    data = tmp_path / "seqs.txt"
+    write_sequences(cyclic_dataset(60), data)
+    trainer = Context.create("smoke", "cpu", None, progress=False)
+    recorded = trainer.run(str(data), "sasrec", 1997)
+    for seed in (1997, 1998):
+        trainer.run(str(data), "pop", seed)
+    monkeypatch.setenv("FMREC_REUSE_ONLY", "1")
+    ctx = Context.create("smoke", "cpu", None, progress=False)
+    assert ctx.reuse_only
+    assert ctx.run(str(data), "sasrec", 1997).config_hash == recorded.config_hash  # reused as before
+    with pytest.raises(fmrec_lib.runs.MissingRunError, match=r"smoke-size run .* is not recorded and this context "
+                                                             r"trains nothing"):
+        ctx.run(str(data), "sasrec", 1998)
+    runs_csv = roots[0] / "results" / "smoke" / "runs.csv"
+    trained = read_results(runs_csv)
+    assert trained[trained["model"] == "sasrec"]["seed"].astype(int).unique().tolist() == [1997]  # nothing trained
+    # a recorded run whose model file is gone is not retrained either
+    recorded.checkpoint().unlink()
+    with pytest.raises(fmrec_lib.runs.MissingModelError, match="reuse only"):
+        ctx.run(str(data), "sasrec", 1997).load_model()
+    # the main table renders what is there and names what is not
+    res = reports.main_results(ctx, [str(data)], ["pop", "sasrec"], seeds=[1997, 1998], grid={"lr": [1e-3]})
+    assert set(res.per_seed["model"]) == {"pop"}
+    assert any("sasrec (not computed yet: smoke-size run" in m for m in res.missing)
+    monkeypatch.setenv("FMREC_REUSE_ONLY", "maybe")
+    with pytest.raises(ValueError, match="FMREC_REUSE_ONLY"):
+        Context.create("smoke", "cpu", None, progress=False)
+
+
+def test_suite_reuse_only_reaches_the_notebook_kernels(monkeypatch, tmp_path):
+    from fmrec_lib import suite
+
+    seen = []
+
+    class FakePapermill:
+        @staticmethod
+        def execute_notebook(*args, **kwargs):
+            seen.append(context_module.reuse_only_from_environment())
+
+    monkeypatch.setitem(__import__("sys").modules, "papermill", FakePapermill)
+    monkeypatch.delenv("FMREC_REUSE_ONLY", raising=False)
+    assert suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path),
+                           reuse_only=True) == 0
+    assert seen == [True] and not context_module.reuse_only_from_environment()  # set for the suite only
+    suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path))
+    assert seen == [True, False]

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -20,6 +21,16 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
 MIN_SPAN = 0.5  # a y axis spans at least this many metric points (%), so a constant looks constant
 
+
+
+def log_x_axis(ax) -> None:
+    """A log x-axis labelled at 1, 2 and 5 times the powers of ten, as plain numbers, and no
+    labels on the minor ticks (matplotlib labels those when the data span less than a decade
+    or two, and they then overlap)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 def save(fig, name: str, folder: str | Path) -> list[Path]:
     """Write ``<folder>/<name>.png`` and ``.pdf`` (no timestamps in the PDF metadata)."""
@@ -115,7 +126,7 @@ def lines(frame: pd.DataFrame, x: str, y: str, *, hue: str, title: str, xlabel: 
         if low and high:
             ax.fill_between(s[x], s[low], s[high], color=palette[i], alpha=0.15)
     if logx:
-        ax.set_xscale("log")
+        log_x_axis(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     shown = [frame[c].to_numpy(dtype=float) for c in (y, low, high) if c]
@@ -202,7 +213,7 @@ def cost_quality(cost: pd.DataFrame, *, title: str):
             calls = int(row["n_model_calls"])
             ax.annotate(f"{calls} call{'s' if calls > 1 else ''}", (row["ms_per_1000_users"], row["NDCG@10"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
+        log_x_axis(ax)
         ax.set_xlabel(f"latency (ms per 1,000 users, log scale; {sub['device'].iloc[0]})")
         ax.set_ylabel("test NDCG@10 (%)")
         ax.set_title(dataset)

@@ -47,7 +47,7 @@ def _cmd_data(args) -> int:
     rows, checks, missing = [], [], []
     for name in args.datasets or sorted(DATASETS):
         try:
-            ds = load_dataset(name, download=args.download, fmt=args.format)
+            ds = load_dataset(name, download=args.download, fmt=args.format, dedupe=args.dedupe)
         except DatasetNotFoundError as e:
             missing.append(f"{name}: missing. {e}")
             continue
@@ -129,6 +129,8 @@ def _context(args):
     ctx.data_options = {k: v for k, v in {"fmt": args.format, "data_dir": args.data_dir,
                                            "allow_unverified": getattr(args, "allow_unverified", False),
                                            "max_users": args.max_users}.items() if v not in (None, False)}
+    if not args.dedupe:
+        ctx.data_options["dedupe"] = False
     return ctx
 
 
@@ -202,7 +204,8 @@ def _bench(args, model_fields: list[str], main: bool) -> int:
     from .config import from_dict
     from .models import model_config_class
 
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users, fmt=args.format)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, max_users=args.max_users, fmt=args.format,
+                      dedupe=args.dedupe)
     model_config = _collect(args, model_fields)
     base_flags = {k: getattr(args, k) for k in BENCH_FLAGS}
     variants = [(v, _parse_overrides(v)) for v in args.variant or [""]]
@@ -379,6 +382,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
 def _add_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=None, choices=FORMATS,
                         help="format of a data file (default: from its suffix)")
+    parser.add_argument("--no-dedupe", dest="dedupe", action="store_false",
+                        help="keep exact duplicate interactions (same user, item and timestamp; dropped by default, "
+                             "with a logged count)")
 
 
 def main(argv: list[str] | None = None) -> int:

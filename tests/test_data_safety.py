@@ -1,5 +1,6 @@
 """A user's own data must not give silently wrong numbers: content fingerprints, names that
 say where a file came from, exact duplicates, UTC offsets, byte-order marks, more formats."""
+import json
 import datetime as dt
 import logging
 import pickle
@@ -260,3 +261,21 @@ def test_cli_format_option_reads_an_odd_suffix(tmp_path, capsys):
     assert "mine" in out and str(tmp_path) not in out
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["mine"])
     assert row[1:4] == ["2", "3", "6"]  # users, items, interactions
+
+
+def test_cli_no_dedupe_keeps_duplicates_and_is_a_different_run(tmp_path, capsys, monkeypatch):
+    rows = [("a", "x", 1), ("a", "y", 2), ("a", "x", 1), ("a", "z", 3), ("b", "x", 1), ("b", "y", 2), ("b", "z", 3)]
+    path = _write_csv(tmp_path / "dups.csv", rows)
+    interactions = {}
+    for extra in ([], ["--no-dedupe"]):
+        assert cli.main(["data", str(path), "--no-download", *extra]) == 0
+        row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["dups"])
+        interactions[bool(extra)] = int(row[3])
+    assert interactions == {False: 6, True: 7}
+    monkeypatch.chdir(tmp_path)
+    hashes = {}
+    for extra in ([], ["--no-dedupe"]):
+        assert cli.main(["train", "--dataset", str(path), "--model", "pop", "--size", "smoke", "--device", "cpu",
+                         "--quiet", "--output-dir", str(tmp_path / "out"), *extra]) == 0
+        hashes[bool(extra)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["config_hash"]
+    assert hashes[False] != hashes[True]  # the kept duplicates change the split, so the run's identity

@@ -1,11 +1,11 @@
 """Run the notebook suite with papermill (the main job): every ``notebooks/NN_*.ipynb`` in order."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
 import time
+import unittest.mock
 from pathlib import Path
 
 from .context import REUSE_ONLY_ENV
@@ -31,7 +31,7 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
     With ``reuse_only`` the notebooks train nothing (their kernels see ``FMREC_REUSE_ONLY=1``):
     they render what the stores hold and report missing runs. Returns the number of failures."""
     if reuse_only:
-        with _environment(REUSE_ONLY_ENV, "1"):
+        with unittest.mock.patch.dict(os.environ, {REUSE_ONLY_ENV: "1"}):  # papermill's kernels inherit it
             return run_suite(size, device, only, output_dir)
     import papermill as pm  # optional: only the suite needs it
     from tqdm import tqdm
@@ -56,16 +56,3 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
           + f"; executed copies in {out}; tables in results/{size}/, figures in figures/{size}/")
     return len(failures)
 
-
-@contextlib.contextmanager
-def _environment(name: str, value: str):
-    """``os.environ[name] = value`` for the block (papermill's kernels inherit it), then as before."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before

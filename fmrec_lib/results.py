@@ -3,7 +3,11 @@ each run's per-user test ranks in a small file beside them (for paired significa
 
 A results folder (``results/<size>/``) holds:
 
-* ``runs.csv``: the rows (:data:`COLUMNS`); a run is recorded once per configuration hash;
+* ``runs.csv``: the rows (:data:`COLUMNS`); a run is recorded once per configuration hash. The
+  long per-run cells (:data:`PER_RUN_COLUMNS`: protocol, configuration, runtime, each about a
+  kilobyte) are written on the run's first row only and filled into its other rows on reading, so
+  the file grows by one configuration per run rather than one per metric; files with them on
+  every row (written before) read the same;
 * ``per_user/<config_hash>.npy``: the 0-based rank of each user's test target (int32, users in
   the dataset's order), read back with ``allow_pickle=False``;
 * ``*_cache.jsonl``: evaluation sweeps of trained models (:func:`fmrec_lib.runs.cached_rows`).
@@ -34,6 +38,8 @@ COLUMNS = ["run_id", "config_hash", "dataset", "model", "profile", "seed", "spli
            "epochs_run", "best_epoch", "n_model_calls", "device", "torch", "wall_time_s", "commit", "finished_at",
            "protocol", "config", "fingerprint", "stop_reason", "runtime"]
 PER_USER = "per_user"
+# Stated once per run (its first row) in the file; every row of the run carries them once read.
+PER_RUN_COLUMNS = ("protocol", "config", "runtime")
 
 
 # Columns holding identifiers: read as text (a hash like "123456789012" would otherwise be a number).
@@ -79,8 +85,49 @@ def _append_unlocked(rows: list[dict], path: Path) -> None:
     exists = path.exists() and path.stat().st_size > 0
     if exists and _header(path) != COLUMNS:
         _upgrade(path)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = _compact(pd.DataFrame(rows, columns=COLUMNS))
     append_text(path, frame.to_csv(index=False, header=not exists))
+
+
+def _compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with :data:`PER_RUN_COLUMNS` blank on every row but each run's first."""
+    repeated = frame["run_id"].duplicated()
+    if repeated.any():
+        frame = frame.copy()
+        for column in PER_RUN_COLUMNS:
+            frame[column] = frame[column].astype(object)
+            frame.loc[repeated, column] = None
+    return frame
+
+
+def _fill_per_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every row of a run with its run's :data:`PER_RUN_COLUMNS` (the inverse of :func:`_compact`)."""
+    if frame.empty:
+        return frame
+    for column in PER_RUN_COLUMNS:
+        frame[column] = frame.groupby("run_id", sort=False)[column].transform("first")
+    return frame
+
+
+def compact_results(path: str | Path) -> tuple[int, int]:
+    """Rewrite a results file (atomically, under its lock) with each run's long cells stated once;
+    what it reads as does not change (checked before the file is replaced). Returns the sizes in
+    bytes before and after."""
+    path = Path(path)
+    with locked(path):
+        before = path.stat().st_size
+        if _header(path) != COLUMNS:
+            _upgrade(path)
+        frame = _read_unlocked(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        _compact(frame[COLUMNS]).to_csv(tmp, index=False)
+        if not _read_unlocked(tmp).equals(frame):
+            tmp.unlink()
+            raise RuntimeError(f"compacting {path} would change what it reads as: left unchanged")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return before, path.stat().st_size
 
 
 def _header(path: Path) -> list[str]:
@@ -117,7 +164,7 @@ def _read_unlocked(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = None
-    return frame
+    return _fill_per_run(frame)
 
 
 def _latest_run(frame: pd.DataFrame, config_hash: str) -> pd.DataFrame | None:

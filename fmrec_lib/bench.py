@@ -22,7 +22,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
               device: str = "auto", batch_size: int = 512, train_steps: int = 20, warmup: int = 3,
               sample_users: int | None = None, eval_batch_size: int = 1024, fused_adam: bool = False,
               amp_bf16: bool = False, compile: bool = False, compile_mode: str = "default", tf32: bool = False,
-              seed: int = 1997) -> dict:
+              seed: int = 1997, stack: int = 1) -> dict:
     """Time ``train_steps`` optimiser steps at ``batch_size`` and one full generation pass
     (the configured sampler, 30 Euler steps by default) over ``sample_users`` users (all by default).
 
@@ -32,11 +32,18 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
 
     Under ``torchrun`` (a process group of N ranks) every rank steps ``batch_size / N`` samples
     through ``DistributedDataParallel`` and scores its share of the users; the rates reported
-    are global (``batch_size`` samples per step, all users), timed by the slowest rank."""
+    are global (``batch_size`` samples per step, all users), timed by the slowest rank.
+
+    ``stack`` K > 1: K models (seeds ``seed``, ``seed + 1``, ...) stepped as one stack
+    (:mod:`fmrec_lib.stacked`), each on its own batch; ``samples_per_s`` counts all K runs' samples,
+    ``s_per_epoch`` is one epoch of every run of the stack and ``s_per_run_epoch`` its K-th part
+    (what one run's epoch costs inside the stack)."""
     from .train import compile_loss
 
     group = distributed.current()
     world, rank = (group.world_size, group.rank) if group is not None else (1, 0)
+    if stack < 1 or (stack > 1 and group is not None):
+        raise ValueError(f"stack must be >= 1 (and 1 under torchrun), got {stack}")
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} does not split over {world} processes")
     device = resolve_device(device)
@@ -46,8 +53,22 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     net = build_model(model, dataset, mc).to(device)
     inputs, targets = dataset.training_samples(mc.max_len)
     inputs, targets = inputs.to(device), targets.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **({"fused": True} if fused_adam and device.type == "cuda" else {}))
-    loss = distributed.wrap_loss(net, device) if group is not None else net.loss
+    fused = {"fused": True} if fused_adam and device.type == "cuda" else {}
+    if stack > 1:
+        from .stacked import stacked_loss
+        nets = [net]
+        for k in range(1, stack):
+            seed_everything(seed + k)
+            nets.append(build_model(model, dataset, mc).to(device).train())
+        stacked, params, buffers = stacked_loss(nets)
+        optimizer = torch.optim.Adam(params.values(), lr=1e-3, **fused)
+
+        def loss(x, y):  # K runs' batches (K, B, L), (K, B) -> each term (K,); the stack's loss is their sum
+            terms = stacked(params, buffers, x, y)
+            return {**terms, "loss": terms["loss"].sum()}
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **fused)
+        loss = distributed.wrap_loss(net, device) if group is not None else net.loss
     loss_fn = compile_loss(loss, compile_mode) if compile else loss
     n = len(targets)
     perm = torch.randperm(n, device=device)
@@ -57,6 +78,8 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     def step(i: int, size: int = per_rank) -> None:
         start = ((i * world + rank) * per_rank) % max(1, n - size)
         idx = perm[start:start + size]
+        if stack > 1:  # each run of the stack its own batch
+            idx = torch.stack([perm[(start + k * size) % max(1, n - size):][:size] for k in range(stack)])
         if compile and compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
@@ -78,7 +101,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     warmup_s = timed(lambda: [step(i) for i in range(warmup)])
     partial_s = timed(lambda: step(warmup, max(1, partial // world)))
     train_s = timed(lambda: [step(warmup + 1 + i) for i in range(train_steps)])
-    samples_per_s = train_steps * batch_size / train_s
+    samples_per_s = train_steps * batch_size * stack / train_s
 
     hist, _ = dataset.eval_inputs("test", mc.max_len)
     hist = hist[:sample_users] if sample_users else hist
@@ -98,7 +121,8 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         "flags": {"fused_adam": fused_adam, "amp_bf16": amp_bf16, "compile": compile, "compile_mode": compile_mode,
                   "tf32": tf32, "attention": getattr(mc, "attention", None), "rec_loss": getattr(mc, "rec_loss", None)},
         "train_samples_per_epoch": n, "samples_per_s": round(samples_per_s, 1),
-        "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(n / samples_per_s, 3),
+        "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(n * stack / samples_per_s, 3),
+        "stack": stack, "s_per_run_epoch": round(n / samples_per_s, 3),
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3),
         "partial_batch_size": partial, "partial_step_s": round(partial_s, 3),
         "sample_users": n_users, "model_calls_per_user": net.n_model_calls(),

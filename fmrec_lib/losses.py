@@ -42,8 +42,8 @@ def _padding_column(logits: torch.Tensor) -> torch.Tensor:
 
 def multi_hot(histories: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, L) item ids -> (B, num_classes) float multi-hot, column 0 (padding) zeroed."""
-    out = torch.zeros(histories.shape[0], num_classes, device=histories.device)
-    out.scatter_(1, histories, 1.0)
+    # out of place: under torch.func.vmap (stacked runs) the zeros are one run's, the ids K runs'
+    out = torch.zeros(histories.shape[0], num_classes, device=histories.device).scatter(1, histories, 1.0)
     out[:, 0] = 0.0
     return out
 
@@ -73,7 +73,7 @@ def balanced_reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor,
     r = draw_zero_ranks(max_positives, n_zero, target.device, generator)
     idx = torch.searchsorted(zeros_so_far, r).clamp_(max=zero_flat.numel() - 1)
     keep = (torch.arange(max_positives, device=target.device) < n_pos).to(prediction.dtype)
-    chosen = torch.zeros(zero_flat.numel(), device=target.device, dtype=prediction.dtype).index_add_(0, idx, keep)
+    chosen = torch.zeros(zero_flat.numel(), device=target.device, dtype=prediction.dtype).index_add(0, idx, keep)
     mask = positive.flatten() | (chosen > 0)
     squared = (prediction.flatten() - target.flatten()) ** 2
     return (squared * mask).sum() / target.numel()

@@ -350,6 +350,35 @@ class _Selection:
                         else checkpoints.without_training_only(net.state_dict(), net.training_only))
 
 
+def finish_run(net: Recommender, dataset: SequentialDataset, model: str, mc, tc: TrainConfig, run_hash: str,
+               protocol: EvalProtocol, device: torch.device, *, history: list[dict], val: dict[str, float],
+               best_epoch: int, epochs_run: int, stop_reason: str, epoch_seconds=(), wall_time_s: float,
+               results_path: str | Path | None, progress: bool, group: DistEnv | None = None,
+               runtime_extra: dict | None = None) -> RunResult:
+    """Test the selected model ``net`` and record the run (rank 0 alone with several ranks)."""
+    writes = group is None or group.is_main
+    test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
+                              protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
+                              inputs=_device_inputs(net, dataset, "test", device), progress=progress and writes,
+                              group=group)
+    test = {**test_acc.result(), **beyond_accuracy(test_acc.lists(), dataset.item_counts())}
+    runtime = runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode, amp_bf16=tc.amp_bf16)
+    if group is not None:
+        runtime["world_size"] = group.world_size
+    runtime.update(runtime_extra or {})
+    result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
+                       train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
+                       epochs_run=epochs_run, wall_time_s=wall_time_s, device=device_name(device),
+                       history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
+                       fingerprint=dataset.fingerprint(), stop_reason=stop_reason, runtime=runtime,
+                       test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
+    if results_path is not None and writes:
+        from .results import record_run
+        record_run(result, results_path)
+    distributed.barrier()  # the other ranks return once rank 0 has recorded the run
+    return result
+
+
 def fit(
     dataset: SequentialDataset,
     model: str = "fmrec",
@@ -391,25 +420,10 @@ def fit(
     val_inputs = _device_inputs(net, dataset, "val", device)
 
     def finish(history, val, best_epoch, epochs_run, stop_reason, epoch_seconds=()):
-        test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
-                                  protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
-                                  inputs=_device_inputs(net, dataset, "test", device), progress=progress and writes,
-                                  group=group)
-        test = {**test_acc.result(), **beyond_accuracy(test_acc.lists(), dataset.item_counts())}
-        runtime = runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode, amp_bf16=tc.amp_bf16)
-        if group is not None:
-            runtime["world_size"] = group.world_size
-        result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
-                           train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
-                           epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start, device=device_name(device),
-                           history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
-                           fingerprint=dataset.fingerprint(), stop_reason=stop_reason, runtime=runtime,
-                           test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
-        if results_path is not None and writes:
-            from .results import record_run
-            record_run(result, results_path)
-        distributed.barrier()  # the other ranks return once rank 0 has recorded the run
-        return result
+        return finish_run(net, dataset, model, mc, tc, run_hash, protocol, device, history=history, val=val,
+                          best_epoch=best_epoch, epochs_run=epochs_run, stop_reason=stop_reason,
+                          epoch_seconds=epoch_seconds, wall_time_s=time.perf_counter() - t_start,
+                          results_path=results_path, progress=progress, group=group)
 
     if not net.trainable:
         val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol,

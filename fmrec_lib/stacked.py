@@ -1,0 +1,280 @@
+"""Several runs of one architecture trained as one: stacked parameters and one vmapped step.
+
+At paper size a training step of FMRec on ML-100k is a few hundred kernels of a 64-wide
+network on a batch of 512: an H100 is mostly idle inside each kernel. The suite trains about
+thirty runs of the same architecture on the same data that differ only in their seed or in a
+loss weight (alpha, beta, the fusion noise delta, the flow-matching weight). ``fit_stacked``
+trains K of them at once: each parameter is stacked into a (K, ...) tensor
+(``torch.func.stack_module_state``), the loss of all K models is one ``torch.func.vmap`` of the
+model's own ``loss`` over the stacked parameters and K batches, and one Adam steps all of them.
+Each kernel is K times larger and there are as many as for one run.
+
+What each run gets is what ``fit`` would give it, except for the random draws:
+
+* its initial weights (its seed), its batches (its own shuffling generator, seeded as in ``fit``),
+  its loss weights (non-persistent buffers, stacked like the weights), Adam, the learning-rate
+  schedule, validation, selection and the patience rule (per run; a run that stops is tested and
+  recorded at once, the others go on);
+* the training noise (x_0, t, dropout, lambda, the reconstruction's zero cells) is drawn for the
+  K runs together from the global generator, which continues after the last member's
+  initialisation (``vmap(randomness="different")``). A stack of one draws exactly what ``fit`` draws
+  (tests/test_stacked.py); in a larger stack each run gets other, equally distributed draws, so its
+  numbers differ from its single run's within seed noise. The stack (its members' hashes, in
+  order) is recorded in each run's ``runtime`` column, which makes the numbers regenerable.
+
+Exact parts, tested: the vmapped loss and gradients equal each model's own (same draws), one Adam
+over stacked parameters equals K Adams (it is elementwise).
+
+Not stackable: GRU4Rec (``nn.GRU`` has no vmap rule), runs that differ in anything but the seed
+and the loss weights of :data:`STACKABLE` (a different architecture, time sampler, path or
+learning rate), and runs whose loss terms switch on or off differently (alpha = 0, beta = 0).
+No running checkpoint is written: an interrupted stack starts again (runs already recorded are not
+retrained).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from . import checkpoints
+from .config import config_hash
+from .data import SequentialDataset
+from .metrics import EvalProtocol
+from .models import build_model
+from .train import (DeadlineReached, NonFiniteLossError, RunResult, TrainConfig, _device_inputs, _Selection,
+                    compile_loss, evaluate_model, finish_run, resolve_configs, run_config_hash)
+from .utils import configure_precision, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+# Per model: the configuration fields that live in (non-persistent) buffers and may differ
+# within a stack. Every other field of the model and train configurations must be equal, the seed aside.
+STACKABLE: dict[str, tuple[str, ...]] = {"fmrec": ("alpha", "beta", "delta", "fm_weight"),
+                                         "diffurec": ("delta",), "sasrec": ()}
+
+
+def stack_key(model: str, model_config: Any, train_config: TrainConfig) -> str | None:
+    """Runs with the same key can be trained in one stack; None: this run cannot be stacked."""
+    if model not in STACKABLE:
+        return None
+    varying = STACKABLE[model]
+    mc = {k: v for k, v in asdict(model_config).items() if k not in varying}
+    # Python branches of the loss: which terms are computed must agree within a stack
+    mc["_terms"] = {k: getattr(model_config, k) > 0 for k in ("alpha", "beta") if k in varying}
+    if "fm_weight" in varying:
+        mc["_terms"]["fm_weight_is_1"] = model_config.fm_weight == 1
+    tc = {k: v for k, v in asdict(train_config).items() if k != "seed"}
+    return config_hash({"model": model, "model_config": mc, "train_config": tc})
+
+
+class _StackedLoss(torch.nn.Module):
+    """``net.loss(inputs, targets)`` as a module, for ``functional_call`` (which calls forward)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.loss(inputs, targets)
+
+
+def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different"
+                 ) -> tuple[Callable, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(loss_fn, params, buffers) for K models of one architecture: ``loss_fn(params, buffers,
+    inputs (K, B, L), targets (K, B))`` returns each loss term as a (K,) tensor. ``params`` are new
+    leaf tensors (K, ...) (the models' own are copied, not shared)."""
+    params, buffers = stack_module_state(nets)
+    template = _StackedLoss(copy.deepcopy(nets[0]).to("meta"))
+    params = {f"net.{k}": v for k, v in params.items()}
+    buffers = {f"net.{k}": v for k, v in buffers.items()}
+
+    def one(p, b, inputs, targets):
+        return functional_call(template, (p, b), (inputs, targets))
+
+    return vmap(one, in_dims=(0, 0, 0, 0), randomness=randomness), params, buffers
+
+
+def unstack_into(params: dict[str, torch.Tensor], k: int, net: torch.nn.Module) -> None:
+    """Copy model k's slice of the stacked parameters into ``net`` (for evaluation)."""
+    own = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, value in params.items():
+            own[name.removeprefix("net.")].copy_(value[k])
+
+
+@dataclasses.dataclass
+class _Member:
+    """One run of a stack and its selection state."""
+
+    index: int
+    mc: Any
+    tc: TrainConfig
+    run_hash: str
+    net: torch.nn.Module
+    shuffle: torch.Generator
+    selection: _Selection = dataclasses.field(default_factory=_Selection)
+    history: list[dict] = dataclasses.field(default_factory=list)
+    done: bool = False
+    result: RunResult | None = None
+    error: BaseException | None = None
+
+
+def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict | Any, dict | TrainConfig]], *,
+                device: str | torch.device = "auto", checkpoint_dir: str | Path | None = None,
+                results_path: str | Path | None = None, progress: bool = True,
+                on_epoch_end: Callable[[int, dict], None] | None = None, deadline: float | None = None,
+                on_run_end: Callable[[RunResult | None, BaseException | None, int], None] | None = None,
+                ) -> list[RunResult | BaseException]:
+    """Train the runs ``configs`` [(model config, train config), ...] as one stack (module
+    docstring). Each run is tested and recorded (``results_path``; its selected model in
+    ``checkpoint_dir``) as soon as its patience rule stops it, exactly as ``fit`` records it.
+    Returns each run's RunResult, or the exception that ended it (a non-finite loss ends that
+    run only). ``on_run_end(result, error, index)`` is called as each run ends."""
+    t_start = time.perf_counter()
+    resolved = [resolve_configs(model, mc, tc) for mc, tc in configs]
+    keys = {stack_key(model, mc, tc) for mc, tc in resolved}
+    if None in keys:
+        raise ValueError(f"{model} runs cannot be stacked (stackable: {', '.join(STACKABLE)})")
+    if len(keys) != 1:
+        raise ValueError("these runs differ in more than the seed and the loss weights "
+                         f"{STACKABLE[model]}: they cannot share a stack")
+    device = resolve_device(device)
+    tc0 = resolved[0][1]
+    configure_precision(tf32=tc0.tf32)
+    hashes = [run_config_hash(dataset, model, mc, tc) for mc, tc in resolved]
+    if len(set(hashes)) != len(hashes):
+        raise ValueError("a stack holds each run once: two of these configurations are the same run")
+    members = []
+    for i, ((mc, tc), run_hash) in enumerate(zip(resolved, hashes)):
+        seed_everything(tc.seed)  # the run's own initial weights, as in fit
+        net = build_model(model, dataset, mc).to(device)
+        members.append(_Member(i, mc, tc, run_hash, net, torch.Generator().manual_seed(tc.seed)))
+    # the training noise continues the global generator after the last member's initialisation
+    # (for a stack of one: exactly where fit's continues)
+    K = len(members)
+    protocol = EvalProtocol.for_profile(resolved[0][0].profile)
+    val_inputs = _device_inputs(members[0].net, dataset, "val", device)
+    inputs, targets = dataset.training_samples(resolved[0][0].max_len, tc0.last_k_samples)
+    members[0].net.check_inputs(inputs)
+    inputs, targets = inputs.to(device), targets.to(device)
+    for m in members:
+        m.net.train()
+    loss_fn, params, buffers = stacked_loss([m.net for m in members])
+    if tc0.compile:
+        loss_fn = compile_loss(loss_fn, tc0.compile_mode)
+    mark_step = tc0.compile and tc0.compile_mode == "reduce-overhead"
+    optimizer = torch.optim.Adam(params.values(), lr=tc0.lr, weight_decay=tc0.weight_decay,
+                                 **({"fused": True} if tc0.fused_adam and device.type == "cuda" else {}))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc0.lr_step, gamma=tc0.lr_gamma)
+    runtime_extra = {"stacked": K, "stack": hashes}
+    n = len(targets)
+    n_batches = math.ceil(n / tc0.batch_size)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tc0.amp_bf16 else nullcontext()
+    epoch_seconds: list[float] = []
+    bar = _bar(progress, tc0.epochs * n_batches, f"{model} {dataset.name} x{K}")
+
+    def end(m: _Member, stop_reason: str, epoch: int) -> None:
+        m.done = True
+        try:
+            unstack_into(params, m.index, m.net)  # training-only parts (the reconstructor) as trained
+            m.net.load_state_dict(m.selection.weights, strict=False)
+            if checkpoint_dir is not None:
+                checkpoints.save({"kind": "selected", "model": m.selection.weights, "model_name": model,
+                                  "model_config": asdict(m.mc), "train_config": asdict(m.tc),
+                                  "config_hash": m.run_hash, "num_items": dataset.num_items,
+                                  "best_epoch": m.selection.epoch},
+                                 checkpoints.selected_path(checkpoint_dir, model, m.run_hash))
+            m.result = finish_run(m.net, dataset, model, m.mc, m.tc, m.run_hash, protocol, device,
+                                  history=m.history, val=m.selection.val, best_epoch=m.selection.epoch,
+                                  epochs_run=epoch, stop_reason=stop_reason, epoch_seconds=epoch_seconds,
+                                  wall_time_s=time.perf_counter() - t_start, results_path=results_path,
+                                  progress=False, runtime_extra=runtime_extra)
+        except Exception as error:  # one run's failure (a NaN validation, a full disk) ends that run only
+            m.error = error
+        if on_run_end is not None:
+            on_run_end(m.result, m.error, m.index)
+
+    try:
+        for epoch in range(1, tc0.epochs + 1):
+            if all(m.done for m in members):
+                break
+            if deadline is not None and epoch_seconds and time.time() + max(epoch_seconds[-3:]) > deadline:
+                raise DeadlineReached(f"stack of {K} stopped before epoch {epoch}: the deadline is near "
+                                      f"({sum(m.done for m in members)} of its runs recorded)")
+            t_epoch = time.perf_counter()
+            perms = torch.stack([torch.randperm(n, generator=m.shuffle) for m in members]).to(device)  # (K, n)
+            sums = None
+            for b in range(n_batches):
+                idx = perms[:, b * tc0.batch_size:(b + 1) * tc0.batch_size]  # (K, B)
+                if mark_step:
+                    torch.compiler.cudagraph_mark_step_begin()
+                with autocast:
+                    terms = loss_fn(params, buffers, inputs[idx], targets[idx])  # each (K,)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].sum().backward()  # the runs are independent: each slice gets its own gradient
+                optimizer.step()
+                values = torch.stack([v.detach().float() for v in terms.values()])  # (T, K)
+                sums = values if sums is None else sums + values
+                if bar is not None:
+                    bar.update(1)
+            scheduler.step()
+            means = (sums / n_batches).cpu()  # the epoch's one host sync
+            seconds = time.perf_counter() - t_epoch
+            epoch_seconds.append(seconds)
+            for m in members:
+                if m.done:
+                    continue
+                record = {"epoch": epoch, **{f"loss_{k}": means[t, m.index].item() for t, k in enumerate(terms)}}
+                if not all(math.isfinite(v) for k, v in record.items() if k != "epoch"):
+                    m.history.append(record)
+                    m.done = True
+                    m.error = NonFiniteLossError(f"{m.run_hash}: a loss term is not finite at epoch {epoch} "
+                                                 f"({record}); the other runs of the stack go on")
+                    log.warning("%s", m.error)
+                    if on_run_end is not None:
+                        on_run_end(None, m.error, m.index)
+                    continue
+                if m.tc.validates_after(epoch):
+                    unstack_into(params, m.index, m.net)
+                    val = evaluate_model(m.net, dataset, "val", seed=m.tc.eval_seed, batch_size=m.tc.eval_batch_size,
+                                         protocol=protocol, inputs=val_inputs)
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                    improved = m.selection.update(epoch, val, m.net)
+                    log.info("%s epoch %d val %s%s", m.run_hash, epoch, {k: round(v, 3) for k, v in val.items()},
+                             " (new best)" if improved else f" ({m.selection.bad}/{m.tc.patience} without a best)")
+                m.history.append(record)
+                if m.selection.bad >= m.tc.patience:
+                    end(m, "patience", epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, {"seconds": seconds, "running": sum(not m.done for m in members)})
+        for m in members:
+            if not m.done:
+                end(m, "max_epochs", tc0.epochs)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [m.result if m.error is None else m.error for m in members]
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, unit="batch", desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+
+def describe(results: list[RunResult | BaseException]) -> str:
+    """One line per run of a stack, for logs."""
+    return json.dumps([{"config_hash": r.config_hash, "epochs_run": r.epochs_run, "stop_reason": r.stop_reason}
+                       if isinstance(r, RunResult) else {"error": str(r)} for r in results])

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+import torch
+
+from fmrec_lib import checkpoints
+from fmrec_lib.models import build_model
+from fmrec_lib.results import read_results
+from fmrec_lib.stacked import fit_stacked, stack_key, stacked_loss
+from fmrec_lib.train import fit, load_model, resolve_configs
+from synthetic import TINY_FMREC, cyclic_dataset
+
+FAST = dict(epochs=6, batch_size=64, eval_every=2, lr=3e-3)  # the paper profile validates after epochs 3 and 5
+TINY = {"fmrec": TINY_FMREC, "diffurec": dict(hidden=32, heads=2, max_len=8), "sasrec": dict(hidden=32, heads=2, max_len=8)}
+
+
+@pytest.mark.parametrize("model,varying", [
+    ("fmrec", [{}, {"alpha": 0.5, "delta": 0.1}, {"beta": 1.0}]),
+    ("fmrec", [{"fm_weight": 0.3}, {"fm_weight": 0.0}]),
+    ("fmrec", [dict(rec_loss="sparse"), dict(rec_loss="sparse", alpha=1.0)]),
+    ("diffurec", [{}, {"delta": 0.5}]),
+    ("sasrec", [{}, {}])])
+def test_the_vmapped_loss_and_gradients_equal_each_models_own(model, varying):
+    """With the same random draws (vmap's randomness="same" against a reseeded single call), the
+    stacked loss terms and every gradient are each model's own: the K runs do not mix."""
+    ds = cyclic_dataset()
+    nets = []
+    for seed, over in enumerate(varying):
+        mc, _ = resolve_configs(model, dict(TINY[model], **over), {})
+        torch.manual_seed(seed)
+        nets.append(build_model(model, ds, mc).train())
+    inputs, targets = ds.training_samples(8)
+    x, y = inputs[:64], targets[:64]
+    loss_fn, params, buffers = stacked_loss(nets, randomness="same")
+    K = len(nets)
+    torch.manual_seed(7)
+    terms = loss_fn(params, buffers, x.expand(K, *x.shape), y.expand(K, *y.shape))
+    terms["loss"].sum().backward()
+    for k, net in enumerate(nets):
+        torch.manual_seed(7)
+        own = net.loss(x, y)
+        own["loss"].backward()
+        assert set(own) == set(terms)
+        for name, value in own.items():
+            assert terms[name][k].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), name
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(params[f"net.{name}"].grad[k], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_one_adam_over_stacked_parameters_equals_one_adam_per_model():
+    torch.manual_seed(0)
+    singles = [torch.randn(5, 3, requires_grad=True) for _ in range(3)]
+    stacked = torch.stack([s.detach() for s in singles]).requires_grad_()
+    opts = [torch.optim.Adam([s], lr=1e-2, weight_decay=0.1) for s in singles]
+    opt = torch.optim.Adam([stacked], lr=1e-2, weight_decay=0.1)
+    for _ in range(4):
+        grads = torch.randn(3, 5, 3)
+        for s, o, g in zip(singles, opts, grads):
+            s.grad = g.clone()
+            o.step()
+        stacked.grad = grads.clone()
+        opt.step()
+    torch.testing.assert_close(stacked.detach(), torch.stack([s.detach() for s in singles]), rtol=0, atol=0)
+
+
+def test_a_stack_of_one_trains_like_fit():
+    """A stack of one draws exactly what fit draws: the same losses, selection and test metrics
+    up to float round-off."""
+    ds = cyclic_dataset(80)
+    cfg = dict(TINY_FMREC, hidden=16)
+    single = fit(ds, "fmrec", cfg, FAST, device="cpu", results_path=None, progress=False)
+    (stacked,) = fit_stacked(ds, "fmrec", [(cfg, FAST)], device="cpu", progress=False)
+    assert len(stacked.history) == len(single.history) and stacked.best_epoch == single.best_epoch
+    for a, b in zip(stacked.history, single.history):
+        assert a.keys() == b.keys()
+        assert all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-4) for k in a)
+    assert stacked.test == pytest.approx(single.test, rel=1e-4, abs=1e-3)
+    assert stacked.config_hash == single.config_hash and stacked.runtime["stacked"] == 1
+
+
+def test_a_stack_records_each_run_like_fit(tmp_path):
+    ds = cyclic_dataset(80)
+    cfg = dict(TINY_FMREC, hidden=16)
+    configs = [(cfg, dict(FAST, seed=1)), (cfg, dict(FAST, seed=2)), (dict(cfg, alpha=1.0), dict(FAST, seed=1))]
+    ended = []
+    results = fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "ckpt",
+                          results_path=tmp_path / "runs.csv", progress=False,
+                          on_run_end=lambda result, error, k: ended.append((k, error)))
+    assert sorted(k for k, _ in ended) == [0, 1, 2] and all(e is None for _, e in ended)
+    rows = read_results(tmp_path / "runs.csv")
+    assert rows["run_id"].nunique() == 3 and set(rows["config_hash"]) == {r.config_hash for r in results}
+    hashes = [r.config_hash for r in results]
+    for r in results:
+        runtime = json.loads(rows[rows["config_hash"] == r.config_hash]["runtime"].iloc[0])
+        assert runtime["stacked"] == 3 and runtime["stack"] == hashes
+        assert r.epochs_run == len(r.history) and r.stop_reason in ("patience", "max_epochs")
+        assert r.best_epoch in (3, 5)
+        selected = load_model(checkpoints.selected_path(tmp_path / "ckpt", "fmrec", r.config_hash))
+        assert selected.config.alpha == r.model_config["alpha"]
+    # the same configurations as single runs have the same identities (a stack changes only the draws)
+    single = fit(ds, "fmrec", cfg, dict(FAST, seed=2, epochs=1, eval_every=1, eval_schedule="regular"),
+                 device="cpu", progress=False)
+    assert single.config_hash != hashes[1]  # another schedule: another run
+    from fmrec_lib.train import run_config_hash
+    mc, tc = resolve_configs("fmrec", cfg, dict(FAST, seed=2))
+    assert run_config_hash(ds, "fmrec", mc, tc) == hashes[1]
+    # different seeds: different initial weights and batches, so different training
+    assert results[0].history[0]["loss_loss"] != results[1].history[0]["loss_loss"]
+
+
+@pytest.mark.parametrize("other,why", [
+    (dict(hidden=32), "differ in more than"),
+    (dict(alpha=0.0), "differ in more than"),  # the cross-entropy term switched off: another graph
+    (dict(time_sampler="uniform"), "differ in more than")])
+def test_runs_that_differ_in_structure_are_refused_before_training(other, why):
+    ds = cyclic_dataset(20)
+    cfg = dict(TINY_FMREC, hidden=16)
+    with pytest.raises(ValueError, match=why):
+        fit_stacked(ds, "fmrec", [(cfg, FAST), (dict(cfg, **other), FAST)], device="cpu", progress=False)
+
+
+def test_unstackable_models_and_repeated_runs_are_refused():
+    ds = cyclic_dataset(20)
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        fit_stacked(ds, "gru4rec", [({"hidden": 16, "max_len": 8}, FAST)] * 2, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="each run once"):
+        fit_stacked(ds, "fmrec", [(TINY_FMREC, FAST)] * 2, device="cpu", progress=False)
+    mc, tc = resolve_configs("fmrec", TINY_FMREC, FAST)
+    assert stack_key("fmrec", mc, tc) == stack_key("fmrec", *resolve_configs("fmrec", dict(TINY_FMREC, beta=0.9),
+                                                                              dict(FAST, seed=5)))
+    assert stack_key("fmrec", mc, tc) != stack_key("fmrec", *resolve_configs("fmrec", TINY_FMREC, dict(FAST, lr=1e-3)))

@@ -148,15 +148,17 @@ class CampaignLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def speed_key(ctx: Context, spec: RunSpec) -> str:
-    """What a measured speed applies to: dataset, model, device, torch and the speed settings."""
+def speed_key(ctx: Context, spec: RunSpec, stack: int = 1) -> str:
+    """What a measured speed applies to: dataset, model, device, torch, the speed settings and
+    the stack size (an epoch of a stack of K is an epoch of all K runs)."""
     import torch
 
     from .train import TrainConfig
 
     _, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
     flags = ",".join(f"{k}={tc.get(k, getattr(TrainConfig, k))}" for k in (*TrainConfig.SPEED_FIELDS, "amp_bf16"))
-    return f"{spec.dataset}|{spec.model}|{ctx.device_label}|torch {torch.__version__}|{flags}"
+    return f"{spec.dataset}|{spec.model}|{ctx.device_label}|torch {torch.__version__}|{flags}" + \
+        (f"|stack={stack}" if stack > 1 else "")
 
 
 def _known_speeds(ctx: Context) -> dict[str, float]:
@@ -264,6 +266,87 @@ def execute_job(payload: dict) -> dict:
     return out
 
 
+def execute_stack(payloads: list[dict]) -> list[dict]:
+    """Run several jobs whose runs train as one stack (:func:`fmrec_lib.runs.run_stacked`), then
+    each one's sweeps. Never raises: one outcome dict per job, in order."""
+    from .runs import run_stacked, sweep
+    from .train import DeadlineReached, NonFiniteLossError
+
+    t0 = time.time()
+    first = payloads[0]
+    ctx = Context.create(first["size"], first["device"], first["output_dir"], progress=False,
+                         read_roots=tuple(first["read_roots"]))
+    ctx.deadline = first["deadline"] - SAFETY_S / 2 if first["deadline"] is not None else None
+    ctx.allow_cpu_training = first["allow_cpu_training"]
+    ctx.speed = dict(first.get("speed", {}))
+    specs = [RunSpec.from_json(p["spec"]) for p in payloads]
+    K = len(specs)
+    outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label, "stack": K,
+             "speed_key": speed_key(ctx, s, K)} for p, s in zip(payloads, specs)]
+    try:
+        ctx.epoch_hook = _fit_check(ctx, specs[0], max(p.get("epochs_budget") or 0 for p in payloads) or None)
+        runs = run_stacked(ctx, specs)
+    except DoesNotFit as e:
+        return [dict(o, status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4),
+                     wall_s=round(time.time() - t0, 1)) for o in outs]
+    except DeadlineReached as e:  # members recorded before the deadline are in the store; the rest start again
+        return [dict(o, status="deadline", reason=str(e), wall_s=round(time.time() - t0, 1)) for o in outs]
+    except Exception as e:
+        return [dict(o, status="failed", reason=f"{type(e).__name__}: {e}", wall_s=round(time.time() - t0, 1))
+                for o in outs]
+    for out, payload, r in zip(outs, payloads, runs):
+        if isinstance(r, (NonFiniteLossError, FloatingPointError)):
+            out.update(status="failed", permanent=True, reason=f"{type(r).__name__}: {r}")
+            continue
+        if isinstance(r, BaseException):
+            out.update(status="failed", reason=f"{type(r).__name__}: {r}")
+            continue
+        out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
+                   best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1))
+        if not r.reused and r.seconds_per_epoch:
+            out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
+        try:
+            for sw in (Sweep.from_json(s) for s in payload["sweeps"]):
+                sweep(ctx, r, sw)
+            out.update(status="done", sweeps=len(payload["sweeps"]))
+        except Exception as e:
+            out.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        out["wall_s"] = round(time.time() - t0, 1)
+    return outs
+
+
+def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int
+                    ) -> list[PlannedJob]:
+    """Up to ``stack - 1`` pending jobs (in priority order) whose runs can train in one stack with
+    ``job``'s: same dataset and stack key (:func:`fmrec_lib.stacked.stack_key`), none recorded yet."""
+    from .runs import _resolve, find
+    from .stacked import stack_key
+
+    if stack <= 1 or not isinstance(job.spec, RunSpec) or find(ctx, job.spec) is not None:
+        return []
+
+    def key(j: PlannedJob):
+        _, mc, tc = _resolve(ctx, j.spec)
+        k = stack_key(j.spec.model, mc, tc)
+        return None if k is None else (j.spec.dataset, k)
+
+    mine = key(job)
+    if mine is None:
+        return []
+    running_hashes = {j.config_hash for j in running}
+    partners = []
+    for other in pending:
+        if len(partners) == stack - 1:
+            break
+        if other is job or not _resolve_tuned(ctx, other) or other.config_hash in running_hashes | {job.config_hash}:
+            continue
+        if other.config_hash in {p.config_hash for p in partners} or key(other) != mine:
+            continue
+        if find(ctx, other.spec) is None:
+            partners.append(other)
+    return partners
+
+
 def _fail_once(payload: dict) -> None:
     """For tests of retries: with ``FMREC_FAIL_ONCE=<job name>`` that job's first attempt fails.
     A marker file in the output root remembers the attempt, so this works across processes
@@ -328,7 +411,7 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
                  allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False,
-                 speed: dict | None = None) -> dict:
+                 speed: dict | None = None, stack: int = 1) -> dict:
     """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
 
     ``speed``: speed-only settings for every run (``tf32``, ``fused_adam``, ``compile``,
@@ -349,7 +432,13 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     writes under ``<output root>/jobs/<size>/<config hash>/`` (reading the shared results too)
     and this process, the only writer of ``results/<size>/``, merges it in when the job ends:
     for a shared disk whose file locks do not hold across nodes. The other options go to
-    :func:`make_executor`."""
+    :func:`make_executor`.
+
+    ``stack`` K > 1 (local executor): a job whose run can share a stack takes up to K - 1 later
+    pending jobs of the same dataset and stack key with it, and their runs train as one stack in
+    one worker (:mod:`fmrec_lib.stacked`: each run's own seed, batches and selection, the random
+    draws shared by the stack); each then runs its own sweeps. A stack counts as one of the
+    ``jobs`` running at once; its measured speed is kept apart from single runs' (:func:`speed_key`)."""
     if epochs_estimate not in ESTIMATES:
         raise ValueError(f"epochs_estimate must be one of {ESTIMATES}, got {epochs_estimate!r}")
     cluster = executor in CLUSTER_EXECUTORS
@@ -357,6 +446,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         raise ValueError(f"unknown executor {executor!r}; known: local, {', '.join(CLUSTER_EXECUTORS)}")
     if deadline_s is None and not cluster:
         raise ValueError("a local campaign needs a deadline (seconds from now)")
+    if stack < 1 or (stack > 1 and cluster):
+        raise ValueError(f"stack must be >= 1, and 1 on a cluster executor (got {stack} with {executor})")
     options = dict(executor_options or {})
     max_retries = int(options.pop("max_retries", RETRIES["cluster" if cluster else "local"]))
     separate = bool(options.pop("separate_outputs", False))
@@ -390,18 +481,34 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     pool = make_executor(executor, jobs, options, ctx)
     capacity = getattr(pool, "capacity", jobs)  # None: every startable job at once (the cluster queues them)
     arrays = hasattr(pool, "submit_array")  # a cluster: the jobs that start together go in one array
-    in_flight: dict[Any, PlannedJob] = {}  # concurrent futures (local) or submitit jobs
+    in_flight: dict[Any, PlannedJob | list[PlannedJob]] = {}  # futures (local; a stack: its jobs) or submitit jobs
     outcomes: list[dict] = []
     attempts: dict[str, int] = {}
     try:
         while True:
             starting: list[tuple[PlannedJob, dict]] = []
             while capacity is None or len(in_flight) + len(starting) < capacity:
-                job = _next_startable(ctx, pending, [*in_flight.values(), *(j for j, _ in starting)], speeds, t_end,
-                                      epochs_estimate)
+                running = [*_flat(in_flight.values()), *(j for j, _ in starting)]
+                job = _next_startable(ctx, pending, running, speeds, t_end, epochs_estimate)
                 if job is None:
                     break
                 pending.remove(job)
+                partners = _stack_partners(ctx, job, pending, running, stack)
+                members = [job, *partners]
+                known = speeds.get(speed_key(ctx, job.spec, len(members)))
+                if partners and known is not None and known * max(planned_epochs(ctx, m.spec, epochs_estimate)
+                                                                  for m in members) * EVAL_OVERHEAD > \
+                        t_end - time.time() - SAFETY_S:
+                    partners = []  # this stack's measured speed does not fit the time left: the job alone
+                if partners:
+                    for other in partners:
+                        pending.remove(other)
+                    clog.write("start stack", names=[m.name for m in members],
+                               config_hashes=[m.config_hash for m in members], dataset=job.dataset, model=job.model,
+                               time_left_s=_seconds_left(t_end))
+                    payloads = [m.payload(ctx, t_end, planned_epochs(ctx, m.spec, epochs_estimate)) for m in members]
+                    in_flight[pool.submit(execute_stack, payloads)] = members
+                    continue
                 budget = planned_epochs(ctx, job.spec, epochs_estimate)
                 clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
                            estimate_s=_estimate(ctx, job, speeds, epochs_estimate), epochs_budget=budget,
@@ -423,29 +530,20 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                 break
             finished = _wait_any(list(in_flight), getattr(pool, "poll_s", 1.0), t_end)
             if not finished and time.time() >= t_end:  # a job overran its deadline: stop waiting for it
-                clog.write("deadline passed", still_running=[j.name for j in in_flight.values()])
+                clog.write("deadline passed", still_running=[j.name for j in _flat(in_flight.values())])
                 break
             for handle in finished:
-                job = in_flight.pop(handle)
+                members = in_flight.pop(handle)
+                members = members if isinstance(members, list) else [members]
                 try:
-                    outcome = handle.result()
+                    results = handle.result()
                 except Exception as e:  # a worker that died (out of memory, killed), a cluster job that never ran
-                    outcome = {"name": job.name, "dataset": job.dataset, "model": job.model, "status": "failed",
-                               "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
-                outcomes.append(outcome)
-                if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
-                    merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
-                if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
-                    speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
-                clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
-                if outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
-                    attempts[job.name] = attempts.get(job.name, 0) + 1
-                    clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],
-                               max_retries=max_retries, reason=outcome.get("reason"))
-                    pending.append(job)
-                    pending.sort(key=lambda j: j.priority)
-                elif outcome["status"] == "failed" and job.priority[0] == 0:
-                    log.error("%s failed: %s", job.name, outcome.get("reason"))
+                    results = [{"name": job.name, "dataset": job.dataset, "model": job.model, "status": "failed",
+                                "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
+                               for job in members]
+                for job, outcome in zip(members, results if isinstance(results, list) else [results]):
+                    _handle_outcome(ctx, clog, job, outcome, outcomes, speeds, attempts, max_retries, pending,
+                                    separate)
                 if archive:
                     write_archive(ctx, archive)
     except BaseException:
@@ -461,8 +559,33 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         write_archive(ctx, archive)
     return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
             "outcomes": outcomes, "not_started": skipped, "skipped_after_permanent_failure": skipped_failed,
-            "still_running": [j.name for j in in_flight.values()], "results": str(ctx.results_dir),
+            "still_running": [j.name for j in _flat(in_flight.values())], "results": str(ctx.results_dir),
             "archive": str(archive) if archive else None, "retries": sum(attempts.values())}
+
+
+def _flat(values) -> list[PlannedJob]:
+    """The jobs of in-flight entries (a job, or a stack's list of jobs)."""
+    return [j for v in values for j in (v if isinstance(v, list) else [v])]
+
+
+def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes: list[dict],
+                    speeds: dict[str, float], attempts: dict[str, int], max_retries: int, pending: list[PlannedJob],
+                    separate: bool) -> None:
+    """Log one finished job, learn its speed, and queue a retry when it failed and may retry."""
+    outcomes.append(outcome)
+    if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
+        merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
+    if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
+        speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
+    clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
+    if outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
+        attempts[job.name] = attempts.get(job.name, 0) + 1
+        clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],
+                   max_retries=max_retries, reason=outcome.get("reason"))
+        pending.append(job)
+        pending.sort(key=lambda j: j.priority)
+    elif outcome["status"] == "failed" and job.priority[0] == 0:
+        log.error("%s failed: %s", job.name, outcome.get("reason"))
 
 
 def _job_root(ctx: Context, job: PlannedJob) -> Path:
@@ -511,6 +634,8 @@ def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> Non
     from .analyses import sampling_cost
     from .runs import cached_rows
 
+    if "07_does_the_flow_matter" not in reports.DEFAULTS:  # a campaign over some notebooks only
+        return
     params = reports.DEFAULTS["07_does_the_flow_matter"]
     entries = reports.cost_entries(params["steps"])
     for dataset in params["datasets"]:

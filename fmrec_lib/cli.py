@@ -185,7 +185,7 @@ def _train(args, model_fields: list[str], train_fields: list[str], main: bool) -
 
 # -- bench -----------------------------------------------------------------------------------
 
-BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
+BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32", "stack")
 
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
@@ -226,7 +226,9 @@ def _bench(args, model_fields: list[str], main: bool) -> int:
         print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
               f"({report['ms_per_step']:.1f} ms per step) -> {report['s_per_epoch']:.2f} s per epoch "
               f"({report['train_samples_per_epoch']} samples); warm-up {report['warmup_s']:.2f} s, "
-              f"last batch of {report['partial_batch_size']}: {report['partial_step_s']:.2f} s", file=sys.stderr)
+              f"last batch of {report['partial_batch_size']}: {report['partial_step_s']:.2f} s"
+              + (f"; a stack of {report['stack']}: {report['s_per_run_epoch']:.2f} s per run-epoch"
+                 if report["stack"] > 1 else ""), file=sys.stderr)
         print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "
               f"{report['sample_users']} users in {report['sampling_s']:.2f} s)", file=sys.stderr)
         print(json.dumps({**{k: v for k, v in report.items() if k != "model_config"}, "variant": variant}, default=str),
@@ -259,7 +261,8 @@ def _cmd_campaign(args) -> int:
                            output_dir=args.output_dir, archive=args.archive, dry_run=args.dry_run,
                            executor=args.executor, executor_options=_executor_options(args),
                            allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate,
-                           retry_failed=args.retry_failed, speed=_parse_overrides(args.speed or ""))
+                           retry_failed=args.retry_failed, speed=_parse_overrides(args.speed or ""),
+                           stack=args.stack)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -322,6 +325,9 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
                                                                 "(a NaN loss or NaN scores)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")
     p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
+    p.add_argument("--stack", type=positive_int, default=1,
+                   help="train up to K runs that differ only in seed and loss weights as one stack in one worker "
+                        "(fmrec_lib.stacked; local executor)")
     p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],
                    help="budget each run for its maximum epochs (never cut off) or for the epochs such runs took "
                         "so far (more runs start in a short window; one that runs longer is stopped at the deadline)")
@@ -373,6 +379,8 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
             for flag in ("fused-adam", "amp-bf16", "compile", "tf32"):
                 p.add_argument(f"--{flag}", action="store_true")
             p.add_argument("--compile-mode", default="default", help="torch.compile mode with --compile")
+            p.add_argument("--stack", type=positive_int, default=1,
+                           help="train K models as one stack (fmrec_lib.stacked); rates count all K runs")
             p.add_argument("--variant", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
                            help="model-config fields and speed flags timed in turn in this process (repeatable), "
                                 "e.g. --variant tf32=true,fused_adam=true --variant compile=true")

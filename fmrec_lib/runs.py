@@ -214,6 +214,42 @@ def run(ctx: "Context", spec: RunSpec) -> Run:
                result.stop_reason, ctx, ctx.store.runs, seconds[len(seconds) // 2] if seconds else None)
 
 
+def run_stacked(ctx: "Context", specs: list[RunSpec]) -> list["Run | BaseException"]:
+    """Train ``specs`` (one dataset and model, stackable: :func:`fmrec_lib.stacked.stack_key`) as
+    one stack (:func:`fmrec_lib.stacked.fit_stacked`) into the context's store; each recorded as
+    ``run`` would record it. Returns per spec its Run, or the exception that ended it. Specs
+    already recorded are not trained again (their Run is returned)."""
+    from .stacked import fit_stacked
+
+    found = [find(ctx, spec) for spec in specs]
+    todo = [i for i, f in enumerate(found) if f is None]
+    if not todo:
+        return found
+    if ctx.reuse_only:
+        raise MissingRunError(f"{ctx.size.name}-size runs {[specs[i].name for i in todo]} are not recorded and this "
+                              "context trains nothing (reuse only)")
+    if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
+        raise MissingRunError(f"paper-size runs {[specs[i].name for i in todo]} are not recorded and training them "
+                              f"on a CPU would take hours. Produce them with: {CAMPAIGN_HINT}")
+    resolved = [_resolve(ctx, specs[i]) for i in todo]
+    if len({(specs[i].dataset, specs[i].model) for i in todo}) != 1:
+        raise ValueError("a stack holds runs of one dataset and one model")
+    results = fit_stacked(resolved[0][0], specs[todo[0]].model, [(mc, tc) for _, mc, tc in resolved],
+                          device=ctx.device, checkpoint_dir=ctx.store.checkpoints, results_path=ctx.store.runs,
+                          progress=ctx.progress, deadline=ctx.deadline, on_epoch_end=ctx.epoch_hook)
+    out = list(found)
+    for i, result in zip(todo, results):
+        if isinstance(result, BaseException):
+            out[i] = result
+            continue
+        seconds = sorted(result.epoch_seconds)
+        out[i] = Run(specs[i], ctx.size.name, result.config_hash, result.model_config, result.train_config,
+                     result.val, result.test, result.device, False, result.wall_time_s, result.best_epoch,
+                     result.epochs_run, result.stop_reason, ctx, ctx.store.runs,
+                     seconds[len(seconds) // 2] if seconds else None)
+    return out
+
+
 def grid_points(grid: dict[str, Iterable]) -> list[dict]:
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]

@@ -160,3 +160,33 @@ def test_speed_settings_apply_to_every_run_and_are_recorded_not_identifying(root
     from fmrec_lib.runs import spec_hash
 
     assert spec_hash(plain, RunSpec("ml-100k", "fmrec", 1997)) in set(rows["config_hash"])  # the same runs
+
+
+@pytest.mark.slow
+def test_a_stacked_campaign_trains_compatible_runs_together_and_records_each(roots, monkeypatch):
+    """--stack K: runs of one dataset that differ in seed or loss weights train as one stack; each
+    is recorded once with its stack in its runtime, its sweeps run, and a second invocation trains nothing."""
+    small = {"05_sensitivity": {"dataset": "ml-100k", "seed": 1997, "sweeps": {"alpha": [0.02, 0.2, 1.0]}},
+             "04_sampler": {"dataset": "ml-100k", "seed": 1997, "noise_scales": [0.3], "eval_seeds": [0],
+                            "steps": [1]}}
+    monkeypatch.setattr(reports, "DEFAULTS", small)
+    out = roots / "repo"
+    summary = campaign.run_campaign("smoke", "cpu", 900, jobs=1, output_dir=out, stack=4)
+    assert {o["status"] for o in summary["outcomes"]} == {"done"} and not summary["not_started"], summary
+    log = [json.loads(line) for line in (out / "results" / "smoke" / "campaign.log.jsonl").read_text().splitlines()]
+    stacks = [e for e in log if e["event"] == "start stack"]
+    assert len(stacks) == 1 and len(stacks[0]["names"]) == 3  # alpha 0.02, 0.2 (the default) and 1.0
+    rows = read_results(out / "results" / "smoke" / "runs.csv")
+    fmrec = rows[rows["model"] == "fmrec"].drop_duplicates("run_id")
+    assert len(fmrec) == 3
+    assert all(json.loads(r)["stacked"] == 3 for r in fmrec["runtime"])
+    assert {json.loads(c)["model_config"]["alpha"] for c in fmrec["config"]} == {0.02, 0.2, 1.0}
+    done = [e for e in log if e["event"] == "done" and e["model"] == "fmrec"]
+    assert all(e["speed_key"].endswith("|stack=3") and e["s_per_epoch"] > 0 for e in done)
+    again = campaign.run_campaign("smoke", "cpu", 900, jobs=1, output_dir=out, stack=4)
+    assert again["outcomes"] == []  # recorded, sweeps cached: nothing trains again
+
+
+def test_stacks_are_refused_on_a_cluster_executor(roots):
+    with pytest.raises(ValueError, match="stack"):
+        campaign.run_campaign("smoke", "cpu", None, executor="debug", output_dir=roots / "repo", stack=2)

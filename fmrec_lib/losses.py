@@ -71,7 +71,7 @@ def balanced_reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor,
     # r-th zero cell (1-based r) is the first index where the running count of zeros reaches r.
     zeros_so_far = zero_flat.cumsum(0)
     r = draw_zero_ranks(max_positives, n_zero, target.device, generator)
-    idx = torch.searchsorted(zeros_so_far, r).clamp_(max=zero_flat.numel() - 1)
+    idx = torch.searchsorted(zeros_so_far, r).clamp(max=zero_flat.numel() - 1)
     keep = (torch.arange(max_positives, device=target.device) < n_pos).to(prediction.dtype)
     chosen = torch.zeros(zero_flat.numel(), device=target.device, dtype=prediction.dtype).index_add(0, idx, keep)
     mask = positive.flatten() | (chosen > 0)

@@ -14,12 +14,13 @@
 # BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options), SPEED (the campaign's --speed, e.g.
 # tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead), COMPILE_CACHE (the folder
 # holding torch.compile's caches, default .compile_cache: carry it into the next window to skip most
-# of each compilation) and COMPILE_CACHE_MAX_MB (15: a bigger packed cache is not sent back).
+# of each compilation), COMPILE_CACHE_MAX_MB (15: a bigger packed cache is not sent back) and STACK
+# (the campaign's --stack: up to K compatible runs trained as one stack in one worker; default 1).
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
 BUDGET=${BUDGET:-540} SIZE=${SIZE:-paper} DEVICE=${DEVICE:-cuda} JOBS=${JOBS:-4} ESTIMATE=${ESTIMATE:-expected}
-BENCH=${BENCH:-1}
+BENCH=${BENCH:-1} STACK=${STACK:-1}
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg FMREC_DATA_DIR=${FMREC_DATA_DIR:-data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # JOBS worker processes share the CPU cores
 mkdir -p "$OUT"
@@ -47,14 +48,15 @@ bench() {  # dataset, timeout seconds, variants...: one process, one JSON line p
 if [ "$BENCH" = 1 ]; then
   # as the code runs today, then each speed setting; compile last (its compilation may hit the limit)
   bench ml-100k "${BENCH_LIMIT_ML:-150}" ${BENCH_VARIANTS_ML:---variant "" --variant tf32=true,fused_adam=true \
-    --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,compile=true}
+    --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,stack=4 \
+    --variant tf32=true,fused_adam=true,compile=true}
   bench beauty "${BENCH_LIMIT_BEAUTY:-60}" ${BENCH_VARIANTS_BEAUTY:---variant "" --variant tf32=true,fused_adam=true}
 fi
 
 DEADLINE=$(( $(left) - 25 ))
 if [ "$DEADLINE" -gt 30 ]; then
   python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --jobs "$JOBS" \
-    --epochs-estimate "$ESTIMATE" ${SPEED:+--speed "$SPEED"} --archive "$OUT/results-$SIZE.tar.gz" \
+    --epochs-estimate "$ESTIMATE" --stack "$STACK" ${SPEED:+--speed "$SPEED"} --archive "$OUT/results-$SIZE.tar.gz" \
     > "$OUT/campaign.json" 2> "$OUT/campaign.log"
   echo "campaign exit $?" >> "$OUT/campaign.log"
 else

@@ -234,11 +234,23 @@ def run_stacked(ctx: "Context", specs: list[RunSpec]) -> list["Run | BaseExcepti
     resolved = [_resolve(ctx, specs[i]) for i in todo]
     if len({(specs[i].dataset, specs[i].model) for i in todo}) != 1:
         raise ValueError("a stack holds runs of one dataset and one model")
-    results = fit_stacked(resolved[0][0], specs[todo[0]].model, [(mc, tc) for _, mc, tc in resolved],
-                          device=ctx.device, checkpoint_dir=ctx.store.checkpoints, results_path=ctx.store.runs,
-                          progress=ctx.progress, deadline=ctx.deadline, on_epoch_end=ctx.epoch_hook)
+    model = specs[todo[0]].model
+    configs = [(mc, tc) for _, mc, tc in resolved]
+    positions = list(range(len(todo)))  # where each of todo's runs sits in the stack
+    earlier = _interrupted_stack(ctx, model, [run_config_hash(ds, model, mc, tc) for ds, mc, tc in resolved])
+    if earlier is not None:  # resume it: these runs, and others of it that are recorded by now
+        mine = {run_config_hash(ds, model, mc, tc): (mc, tc) for ds, mc, tc in resolved}
+        configs = [mine.get(h, stored) for h, stored in zip(earlier["members"], earlier["configs"])]
+        positions = [earlier["members"].index(run_config_hash(ds, model, mc, tc)) for ds, mc, tc in resolved]
+        log.info("resuming the interrupted stack %s for %d runs", earlier["path"], len(todo))
+    results = fit_stacked(resolved[0][0], model, configs, device=ctx.device, checkpoint_dir=ctx.store.checkpoints,
+                          results_path=ctx.store.runs, progress=ctx.progress, deadline=ctx.deadline,
+                          on_epoch_end=ctx.epoch_hook)
     out = list(found)
-    for i, result in zip(todo, results):
+    for i, result in zip(todo, (results[k] for k in positions)):
+        if result is None:  # it had ended in the interrupted stack: recorded then
+            out[i] = find(ctx, specs[i]) or RuntimeError(f"{specs[i].name} ended in an earlier stack unrecorded")
+            continue
         if isinstance(result, BaseException):
             out[i] = result
             continue
@@ -248,6 +260,19 @@ def run_stacked(ctx: "Context", specs: list[RunSpec]) -> list["Run | BaseExcepti
                      result.epochs_run, result.stop_reason, ctx, ctx.store.runs,
                      seconds[len(seconds) // 2] if seconds else None)
     return out
+
+
+def _interrupted_stack(ctx: "Context", model: str, hashes: list[str]) -> dict | None:
+    """An interrupted stack in the context's store holding every run of ``hashes`` and otherwise
+    only runs that are recorded by now, or None."""
+    from .stacked import interrupted_stacks
+
+    for earlier in interrupted_stacks(ctx.store.checkpoints, model):
+        others = [h for h in earlier["members"] if h not in hashes]
+        if set(hashes) <= set(earlier["members"]) and all(
+                any(find_run(h, store.runs) is not None for store in ctx.stores) for h in others):
+            return earlier
+    return None
 
 
 def grid_points(grid: dict[str, Iterable]) -> list[dict]:

@@ -28,14 +28,19 @@ over stacked parameters equals K Adams (it is elementwise).
 Not stackable: GRU4Rec (``nn.GRU`` has no vmap rule), runs that differ in anything but the seed
 and the loss weights of :data:`STACKABLE` (a different architecture, time sampler, path or
 learning rate), and runs whose loss terms switch on or off differently (alpha = 0, beta = 0).
-No running checkpoint is written: an interrupted stack starts again (runs already recorded are not
-retrained).
+With a checkpoint folder the stack writes one running checkpoint at every validation
+(``<model>-stack-<id>.pt``: the stacked weights, Adam, the schedule, each run's selection, history,
+shuffling state and whether it has ended, the global RNG states) and a small ``.json`` beside it
+naming its runs and their configurations. The same stack called again resumes from it to the same
+numbers as an uninterrupted stack (tests/test_stacked.py); runs that had ended are not tested or
+recorded again. Both files are removed when every run of the stack has ended.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import random
 import logging
 import math
 import time
@@ -53,7 +58,8 @@ from .data import SequentialDataset
 from .metrics import EvalProtocol
 from .models import build_model
 from .train import (DeadlineReached, NonFiniteLossError, RunResult, TrainConfig, _device_inputs, _Selection,
-                    compile_loss, evaluate_model, finish_run, resolve_configs, run_config_hash)
+                    _to_lists, _to_tuples, compile_loss, evaluate_model, finish_run, resolve_configs,
+                    run_config_hash)
 from .utils import configure_precision, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -130,17 +136,53 @@ class _Member:
     error: BaseException | None = None
 
 
+def stack_id(hashes: list[str]) -> str:
+    """A stack's name: its runs' configuration hashes, in order."""
+    return config_hash({"stack": list(hashes)})
+
+
+def stack_paths(folder: str | Path, model: str, hashes: list[str]) -> tuple[Path, Path]:
+    """(running checkpoint, its members file) of a stack."""
+    base = Path(folder) / f"{model}-stack-{stack_id(hashes)}"
+    return base.with_suffix(".pt"), base.with_suffix(".json")
+
+
+def interrupted_stacks(folder: str | Path, model: str) -> list[dict]:
+    """The members files of the stacks of ``model`` with a running checkpoint in ``folder``:
+    ``{"members": [hash, ...], "configs": [[model config, train config], ...], "path": ...}``."""
+    found = []
+    for members_file in sorted(Path(folder).glob(f"{model}-stack-*.json")):
+        if members_file.with_suffix(".pt").exists():
+            found.append({**json.loads(members_file.read_text()), "path": str(members_file)})
+    return found
+
+
+def _global_rng() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(_to_lists(random.getstate()))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_global_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict | Any, dict | TrainConfig]], *,
                 device: str | torch.device = "auto", checkpoint_dir: str | Path | None = None,
-                results_path: str | Path | None = None, progress: bool = True,
+                resume: bool = True, results_path: str | Path | None = None, progress: bool = True,
                 on_epoch_end: Callable[[int, dict], None] | None = None, deadline: float | None = None,
                 on_run_end: Callable[[RunResult | None, BaseException | None, int], None] | None = None,
-                ) -> list[RunResult | BaseException]:
+                ) -> list[RunResult | BaseException | None]:
     """Train the runs ``configs`` [(model config, train config), ...] as one stack (module
     docstring). Each run is tested and recorded (``results_path``; its selected model in
     ``checkpoint_dir``) as soon as its patience rule stops it, exactly as ``fit`` records it.
-    Returns each run's RunResult, or the exception that ended it (a non-finite loss ends that
-    run only). ``on_run_end(result, error, index)`` is called as each run ends."""
+    Returns each run's RunResult, the exception that ended it (a non-finite loss ends that
+    run only), or None for a run that had ended before this call resumed the stack.
+    ``on_run_end(result, error, index)`` is called as each run ends."""
     t_start = time.perf_counter()
     resolved = [resolve_configs(model, mc, tc) for mc, tc in configs]
     keys = {stack_key(model, mc, tc) for mc, tc in resolved}
@@ -184,6 +226,32 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     epoch_seconds: list[float] = []
     bar = _bar(progress, tc0.epochs * n_batches, f"{model} {dataset.name} x{K}")
 
+    ckpt_path = members_path = None
+    start = 1
+    if checkpoint_dir is not None:
+        ckpt_path, members_path = stack_paths(checkpoint_dir, model, hashes)
+        if resume and ckpt_path.exists():
+            start, spent = _resume(ckpt_path, hashes, members, params, optimizer, scheduler, epoch_seconds)
+            t_start -= spent
+            log.info("resumed the stack %s at epoch %d (%d of %d runs ended)", ckpt_path, start - 1,
+                     sum(m.done for m in members), K)
+        else:
+            members_path.parent.mkdir(parents=True, exist_ok=True)
+            members_path.write_text(json.dumps({"model": model, "dataset": dataset.name, "members": hashes,
+                                                "configs": [[asdict(mc), asdict(tc)] for mc, tc in resolved]},
+                                               default=str))
+    if bar is not None:
+        bar.update((start - 1) * n_batches)
+
+    def save(epoch: int) -> None:
+        checkpoints.save({"kind": "stack", "model": {k: v.detach() for k, v in params.items()},
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "members": hashes, "epoch": epoch, "rng": _global_rng(),
+                          "epoch_seconds": epoch_seconds, "wall_time_s": time.perf_counter() - t_start,
+                          "runs": [{"history": m.history, "done": m.done, "shuffle": m.shuffle.get_state(),
+                                    "error": None if m.error is None else [type(m.error).__name__, str(m.error)],
+                                    **m.selection.to_dict(epoch)} for m in members]}, ckpt_path)
+
     def end(m: _Member, stop_reason: str, epoch: int) -> None:
         m.done = True
         try:
@@ -206,7 +274,7 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
             on_run_end(m.result, m.error, m.index)
 
     try:
-        for epoch in range(1, tc0.epochs + 1):
+        for epoch in range(start, tc0.epochs + 1):
             if all(m.done for m in members):
                 break
             if deadline is not None and epoch_seconds and time.time() + max(epoch_seconds[-3:]) > deadline:
@@ -256,6 +324,8 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                 m.history.append(record)
                 if m.selection.bad >= m.tc.patience:
                     end(m, "patience", epoch)
+            if ckpt_path is not None and tc0.validates_after(epoch):
+                save(epoch)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, {"seconds": seconds, "running": sum(not m.done for m in members)})
         for m in members:
@@ -264,7 +334,35 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     finally:
         if bar is not None:
             bar.close()
+    if ckpt_path is not None and results_path is not None:  # every run recorded: the stack is over
+        ckpt_path.unlink(missing_ok=True)
+        members_path.unlink(missing_ok=True)
     return [m.result if m.error is None else m.error for m in members]
+
+
+def _resume(path: Path, hashes: list[str], members: list[_Member], params: dict[str, torch.Tensor],
+            optimizer: torch.optim.Optimizer, scheduler, epoch_seconds: list[float]) -> tuple[int, float]:
+    """Load a stack's running checkpoint; returns (the first epoch to train, wall time spent)."""
+    ckpt = checkpoints.load(path, kind="stack")
+    if ckpt["members"] != hashes:
+        raise checkpoints.CheckpointError(f"{path} belongs to another stack ({ckpt['members']} != {hashes}): "
+                                          "move it aside")
+    with torch.no_grad():
+        for name, value in ckpt["model"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    for m, state in zip(members, ckpt["runs"]):
+        m.history, m.done = state["history"], state["done"]
+        if state.get("error"):  # a run the stack had ended with an error before the interruption
+            kind, text = state["error"]
+            m.error = (NonFiniteLossError if kind == NonFiniteLossError.__name__ else RuntimeError)(text)
+        m.shuffle.set_state(state["shuffle"])
+        unstack_into(params, m.index, m.net)
+        m.selection.load(state, m.net)
+    _restore_global_rng(ckpt["rng"])
+    epoch_seconds.extend(ckpt["epoch_seconds"])
+    return ckpt["epoch"] + 1, ckpt.get("wall_time_s", 0.0)
 
 
 def _bar(progress: bool, total: int, desc: str):

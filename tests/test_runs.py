@@ -159,3 +159,38 @@ def test_failed_sweep_lookups_do_not_reload_a_missing_dataset(isolated, monkeypa
 
     assert not reports.available(ctx, "yelp") and not reports.available(ctx, "yelp") and len(calls) == 1
     assert ctx_module  # the context remembers the failure, the campaign plans around it
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_run_stacked_resumes_an_interrupted_stack_for_the_runs_still_missing(isolated, seq_file):
+    """A stack interrupted after one of its runs was recorded is resumed when the campaign asks for
+    the others: the same numbers as the uninterrupted stack, the recorded run not recorded again."""
+    from fmrec_lib.runs import run_stacked
+    from fmrec_lib.stacked import interrupted_stacks
+
+    longer = {"epochs": 6, "eval_every": 2}  # validations after epochs 3 and 5
+    specs = [RunSpec(seq_file, "fmrec", 1997, longer), RunSpec(seq_file, "fmrec", 1998, longer),
+             RunSpec(seq_file, "fmrec", 1997, {**longer, "alpha": 0.5})]
+    reference = run_stacked(_ctx(isolated, output=isolated / "reference"), specs)
+    ctx = _ctx(isolated)
+
+    def stop_at_4(epoch, record):
+        if epoch == 4:
+            raise _Stop
+    ctx.epoch_hook = stop_at_4
+    with pytest.raises(_Stop):
+        run_stacked(ctx, specs)
+    (stack,) = interrupted_stacks(ctx.store.checkpoints, "fmrec")
+    # the first run gets recorded meanwhile (here: copied from the reference), so only two are asked for
+    from fmrec_lib.results import find_run, import_run
+    ref_ctx = _ctx(isolated, output=isolated / "reference")
+    import_run(find_run(reference[0].config_hash, ref_ctx.store.runs), ref_ctx.store.runs, ctx.store.runs)
+    ctx.epoch_hook = None
+    resumed = run_stacked(ctx, specs[1:])
+    assert [r.test for r in resumed] == [r.test for r in reference[1:]]
+    assert [r.epochs_run for r in resumed] == [r.epochs_run for r in reference[1:]]
+    assert not interrupted_stacks(ctx.store.checkpoints, "fmrec") and stack["members"][1] == resumed[0].config_hash
+    assert read_results(ctx.store.runs)["run_id"].nunique() == 3

@@ -6,7 +6,7 @@ import torch
 from fmrec_lib import checkpoints
 from fmrec_lib.models import build_model
 from fmrec_lib.results import read_results
-from fmrec_lib.stacked import fit_stacked, stack_key, stacked_loss
+from fmrec_lib.stacked import fit_stacked, interrupted_stacks, stack_key, stack_paths, stacked_loss
 from fmrec_lib.train import fit, load_model, resolve_configs
 from synthetic import TINY_FMREC, cyclic_dataset
 
@@ -129,3 +129,36 @@ def test_unstackable_models_and_repeated_runs_are_refused():
     assert stack_key("fmrec", mc, tc) == stack_key("fmrec", *resolve_configs("fmrec", dict(TINY_FMREC, beta=0.9),
                                                                               dict(FAST, seed=5)))
     assert stack_key("fmrec", mc, tc) != stack_key("fmrec", *resolve_configs("fmrec", TINY_FMREC, dict(FAST, lr=1e-3)))
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path):
+    ds = cyclic_dataset(80)
+    cfg = dict(TINY_FMREC, hidden=16)
+    configs = [(cfg, dict(FAST, seed=1)), (dict(cfg, beta=1.0), dict(FAST, seed=2))]
+    whole = fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "a",
+                        results_path=tmp_path / "a.csv", progress=False)
+
+    def stop_at_4(epoch, record):
+        if epoch == 4:
+            raise _Stop
+    with pytest.raises(_Stop):
+        fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "b",
+                    results_path=tmp_path / "b.csv", progress=False, on_epoch_end=stop_at_4)
+    (running,) = (tmp_path / "b").glob("fmrec-stack-*.pt")
+    (members,) = interrupted_stacks(tmp_path / "b", "fmrec")
+    assert members["members"] == [r.config_hash for r in whole] and members["configs"][1][0]["beta"] == 1.0
+    resumed = fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "b",
+                          results_path=tmp_path / "b.csv", progress=False)
+    for a, b in zip(whole, resumed):
+        assert a.history == b.history and a.test == b.test and a.best_epoch == b.best_epoch
+    assert not running.exists() and not list((tmp_path / "b").glob("fmrec-stack-*"))  # the stack is over
+    assert read_results(tmp_path / "b.csv")["run_id"].nunique() == 2
+    other, _ = stack_paths(tmp_path / "c", "fmrec", [r.config_hash for r in whole])
+    other.parent.mkdir()
+    checkpoints.save({"kind": "stack", "model": {}, "members": ["x", "y"]}, other)  # a foreign file under its name
+    with pytest.raises(checkpoints.CheckpointError, match="another stack"):
+        fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "c", progress=False)

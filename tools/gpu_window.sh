@@ -9,7 +9,7 @@
 # (`make gpu-data` fills data/ from ../shared/data). Check it on a CPU at smoke size with
 #   OUT=/tmp/w SIZE=smoke DEVICE=cpu BUDGET=300 bash tools/gpu_window.sh
 # Settings (environment): BUDGET seconds for the whole command (default 540), SIZE (paper),
-# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0,
+# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0, BENCH_BEAUTY 1|0,
 # BENCH_VARIANTS_ML / BENCH_VARIANTS_BEAUTY (the bench's --variant options), BENCH_LIMIT_ML /
 # BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options), SPEED (the campaign's --speed, e.g.
 # tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead), COMPILE_CACHE (the folder
@@ -50,7 +50,7 @@ if [ "$BENCH" = 1 ]; then
   bench ml-100k "${BENCH_LIMIT_ML:-150}" ${BENCH_VARIANTS_ML:---variant "" --variant tf32=true,fused_adam=true \
     --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,stack=4 \
     --variant tf32=true,fused_adam=true,compile=true}
-  bench beauty "${BENCH_LIMIT_BEAUTY:-60}" ${BENCH_VARIANTS_BEAUTY:---variant "" --variant tf32=true,fused_adam=true}
+  [ "${BENCH_BEAUTY:-1}" = 1 ] && bench beauty "${BENCH_LIMIT_BEAUTY:-60}" ${BENCH_VARIANTS_BEAUTY:---variant "" --variant tf32=true,fused_adam=true}
 fi
 
 DEADLINE=$(( $(left) - 25 ))

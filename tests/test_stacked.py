@@ -162,3 +162,20 @@ def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path):
     checkpoints.save({"kind": "stack", "model": {}, "members": ["x", "y"]}, other)  # a foreign file under its name
     with pytest.raises(checkpoints.CheckpointError, match="another stack"):
         fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "c", progress=False)
+
+
+def test_a_run_whose_loss_turns_non_finite_ends_alone(tmp_path):
+    """A cross-entropy weight of 1e38 overflows the loss: that run ends with NonFiniteLossError and is
+    not recorded; its neighbour in the stack trains on and is recorded as usual."""
+    from fmrec_lib.train import NonFiniteLossError
+
+    ds = cyclic_dataset(60)
+    cfg = dict(TINY_FMREC, hidden=16)
+    ended = []
+    results = fit_stacked(ds, "fmrec", [(cfg, FAST), (dict(cfg, alpha=1e38), FAST)], device="cpu",
+                          results_path=tmp_path / "runs.csv", progress=False,
+                          on_run_end=lambda result, error, k: ended.append((k, type(error).__name__)))
+    assert isinstance(results[1], NonFiniteLossError) and "not finite at epoch 1" in str(results[1])
+    assert not isinstance(results[0], BaseException) and results[0].epochs_run >= 5
+    assert ended[0] == (1, "NonFiniteLossError") and ended[-1] == (0, "NoneType")
+    assert set(read_results(tmp_path / "runs.csv")["config_hash"]) == {results[0].config_hash}

@@ -469,9 +469,23 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     pending = [j for j in pending if j.config_hash not in failed]
     speeds = _known_speeds(ctx)
     if dry_run:
+        plan_rows = [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
+                      "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]
+        if stack > 1:  # the stacks the priority order would form, time aside: each job's stack leader
+            left, leaders = list(pending), {}
+            for j in pending:
+                if j not in left:
+                    continue
+                left.remove(j)
+                partners = _stack_partners(ctx, j, left, [], stack) if isinstance(j.spec, RunSpec) else []
+                for member in (j, *partners):
+                    leaders[id(member)] = j.name
+                for other in partners:
+                    left.remove(other)
+            for row, j in zip(plan_rows, pending):
+                row["stack_leader"] = leaders.get(id(j))
         return {"size": ctx.size.name, "device": ctx.device_label, "already_done": len(done_before),
-                "plan": [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
-                          "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]}
+                "plan": plan_rows}
     clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, jobs=jobs,
                pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate,
                skipped_after_permanent_failure=skipped_failed,

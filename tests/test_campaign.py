@@ -171,6 +171,10 @@ def test_a_stacked_campaign_trains_compatible_runs_together_and_records_each(roo
                             "steps": [1]}}
     monkeypatch.setattr(reports, "DEFAULTS", small)
     out = roots / "repo"
+    dry = campaign.run_campaign("smoke", "cpu", 900, output_dir=out, stack=4, dry_run=True)
+    leaders = {row["name"]: row["stack_leader"] for row in dry["plan"]}
+    fmrec = [name for name in leaders if " fmrec " in name]
+    assert len(fmrec) == 3 and len({leaders[name] for name in fmrec}) == 1  # the dry run shows the stack
     summary = campaign.run_campaign("smoke", "cpu", 900, jobs=1, output_dir=out, stack=4)
     assert {o["status"] for o in summary["outcomes"]} == {"done"} and not summary["not_started"], summary
     log = [json.loads(line) for line in (out / "results" / "smoke" / "campaign.log.jsonl").read_text().splitlines()]

@@ -79,6 +79,7 @@ class PlannedJob:
     priority: tuple
     notebooks: list[str]
     config_hash: str | None = None
+    solo: bool = False  # never in a stack (its stack did not fit: it runs alone)
 
     @property
     def dataset(self) -> str:
@@ -267,8 +268,9 @@ def execute_job(payload: dict) -> dict:
 
 
 def execute_stack(payloads: list[dict]) -> list[dict]:
-    """Run several jobs whose runs train as one stack (:func:`fmrec_lib.runs.run_stacked`), then
-    each one's sweeps. Never raises: one outcome dict per job, in order."""
+    """Run several jobs whose runs train as one stack (:func:`fmrec_lib.runs.run_stacked`); each
+    job's sweeps run as soon as its run ends, while the others train on, on the model just
+    trained. Never raises: one outcome dict per job, in order."""
     from .runs import run_stacked, sweep
     from .train import DeadlineReached, NonFiniteLossError
 
@@ -280,38 +282,48 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     ctx.allow_cpu_training = first["allow_cpu_training"]
     ctx.speed = dict(first.get("speed", {}))
     specs = [RunSpec.from_json(p["spec"]) for p in payloads]
-    K = len(specs)
-    outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label, "stack": K,
-             "speed_key": speed_key(ctx, s, K)} for p, s in zip(payloads, specs)]
-    try:
-        ctx.epoch_hook = _fit_check(ctx, specs[0], max(p.get("epochs_budget") or 0 for p in payloads) or None)
-        runs = run_stacked(ctx, specs)
-    except DoesNotFit as e:
-        return [dict(o, status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4),
-                     wall_s=round(time.time() - t0, 1)) for o in outs]
-    except DeadlineReached as e:  # members recorded before the deadline are in the store; the rest start again
-        return [dict(o, status="deadline", reason=str(e), wall_s=round(time.time() - t0, 1)) for o in outs]
-    except Exception as e:
-        return [dict(o, status="failed", reason=f"{type(e).__name__}: {e}", wall_s=round(time.time() - t0, 1))
-                for o in outs]
-    for out, payload, r in zip(outs, payloads, runs):
+    outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label,
+             "stack": len(specs)} for p, s in zip(payloads, specs)]
+
+    def finished(i: int, r) -> None:  # a run of the stack has ended: record its outcome, run its sweeps now
+        out = outs[i]
         if isinstance(r, (NonFiniteLossError, FloatingPointError)):
             out.update(status="failed", permanent=True, reason=f"{type(r).__name__}: {r}")
-            continue
-        if isinstance(r, BaseException):
+        elif isinstance(r, BaseException):
             out.update(status="failed", reason=f"{type(r).__name__}: {r}")
-            continue
-        out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
-                   best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1))
-        if not r.reused and r.seconds_per_epoch:
-            out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
-        try:
-            for sw in (Sweep.from_json(s) for s in payload["sweeps"]):
-                sweep(ctx, r, sw)
-            out.update(status="done", sweeps=len(payload["sweeps"]))
-        except Exception as e:
-            out.update(status="failed", reason=f"{type(e).__name__}: {e}")
+        else:
+            out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
+                       best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1),
+                       stack=r.stack, speed_key=speed_key(ctx, specs[i], r.stack))
+            if not r.reused and r.seconds_per_epoch:
+                out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
+            try:
+                for sw in (Sweep.from_json(s) for s in payloads[i]["sweeps"]):
+                    sweep(ctx, r, sw)
+                out.update(status="done", sweeps=len(payloads[i]["sweeps"]))
+            except Exception as e:  # recorded, but its sweeps failed: the next campaign runs them
+                out.update(status="failed", reason=f"sweeps: {type(e).__name__}: {e}")
         out["wall_s"] = round(time.time() - t0, 1)
+
+    try:
+        ctx.epoch_hook = _fit_check(ctx, specs[0], max(p.get("epochs_budget") or 0 for p in payloads) or None)
+        for i, r in enumerate(run_stacked(ctx, specs, on_run=finished)):
+            if "status" not in outs[i]:  # recorded before (not trained by this stack)
+                finished(i, r)
+    except DoesNotFit as e:  # the members are queued again by the campaign, to run alone
+        for out in outs:
+            out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4),
+                       speed_key=speed_key(ctx, specs[0], len(specs)))
+    except DeadlineReached as e:  # runs that ended before it have their outcome; the others start again later
+        for out in outs:
+            out.setdefault("status", "deadline")
+            out.setdefault("reason", str(e))
+    except Exception as e:
+        for out in outs:
+            out.setdefault("status", "failed")
+            out.setdefault("reason", f"{type(e).__name__}: {e}")
+    for out in outs:
+        out.setdefault("wall_s", round(time.time() - t0, 1))
     return outs
 
 
@@ -322,7 +334,7 @@ def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], ru
     from .runs import _resolve, find
     from .stacked import stack_key
 
-    if stack <= 1 or not isinstance(job.spec, RunSpec) or find(ctx, job.spec) is not None:
+    if stack <= 1 or job.solo or not isinstance(job.spec, RunSpec) or find(ctx, job.spec) is not None:
         return []
 
     def key(j: PlannedJob):
@@ -338,7 +350,8 @@ def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], ru
     for other in pending:
         if len(partners) == stack - 1:
             break
-        if other is job or not _resolve_tuned(ctx, other) or other.config_hash in running_hashes | {job.config_hash}:
+        if other is job or other.solo or not _resolve_tuned(ctx, other) or \
+                other.config_hash in running_hashes | {job.config_hash}:
             continue
         if other.config_hash in {p.config_hash for p in partners} or key(other) != mine:
             continue
@@ -585,14 +598,22 @@ def _flat(values) -> list[PlannedJob]:
 def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes: list[dict],
                     speeds: dict[str, float], attempts: dict[str, int], max_retries: int, pending: list[PlannedJob],
                     separate: bool) -> None:
-    """Log one finished job, learn its speed, and queue a retry when it failed and may retry."""
+    """Log one finished job, learn its speed, and queue a retry when it failed and may retry (or,
+    when its stack did not fit the time left, to run alone)."""
+    if job.config_hash:
+        outcome.setdefault("config_hash", job.config_hash)  # failures too: permanent ones are remembered by it
     outcomes.append(outcome)
     if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
         merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
     if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
         speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
     clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
-    if outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
+    if outcome["status"] == "does not fit" and outcome.get("stack", 1) > 1 and not job.solo:
+        job.solo = True
+        clog.write("retry alone", name=job.name, config_hash=job.config_hash, reason="its stack did not fit")
+        pending.append(job)
+        pending.sort(key=lambda j: j.priority)
+    elif outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
         attempts[job.name] = attempts.get(job.name, 0) + 1
         clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],
                    max_retries=max_retries, reason=outcome.get("reason"))

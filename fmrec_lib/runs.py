@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pandas as pd
 
@@ -99,6 +99,7 @@ class Run:
     ctx: "Context" = field(repr=False)
     results_path: Path | None = None  # the runs.csv that holds it
     seconds_per_epoch: float | None = None  # measured when trained here (median epoch), None when reused
+    stack: int = 1  # the number of runs it was trained with (fmrec_lib.stacked), when trained here
 
     @property
     def dataset(self) -> str:
@@ -214,11 +215,15 @@ def run(ctx: "Context", spec: RunSpec) -> Run:
                result.stop_reason, ctx, ctx.store.runs, seconds[len(seconds) // 2] if seconds else None)
 
 
-def run_stacked(ctx: "Context", specs: list[RunSpec]) -> list["Run | BaseException"]:
+def run_stacked(ctx: "Context", specs: list[RunSpec],
+                on_run: "Callable[[int, Run | BaseException], None] | None" = None) -> list["Run | BaseException"]:
     """Train ``specs`` (one dataset and model, stackable: :func:`fmrec_lib.stacked.stack_key`) as
     one stack (:func:`fmrec_lib.stacked.fit_stacked`) into the context's store; each recorded as
-    ``run`` would record it. Returns per spec its Run, or the exception that ended it. Specs
-    already recorded are not trained again (their Run is returned)."""
+    ``run`` would record it. Returns per spec its Run, or the exception that ended it; specs
+    already recorded are not trained again (their Run is returned). ``on_run(i, run_or_error)``
+    is called as spec i's run ends, while the others train on (the campaign runs its sweeps there,
+    with the model just trained). An interrupted stack in the store that holds these runs, and
+    otherwise only runs that have ended, is resumed instead of starting a new one."""
     from .stacked import fit_stacked
 
     found = [find(ctx, spec) for spec in specs]
@@ -235,42 +240,66 @@ def run_stacked(ctx: "Context", specs: list[RunSpec]) -> list["Run | BaseExcepti
     if len({(specs[i].dataset, specs[i].model) for i in todo}) != 1:
         raise ValueError("a stack holds runs of one dataset and one model")
     model = specs[todo[0]].model
+    my_hashes = [run_config_hash(ds, model, mc, tc) for ds, mc, tc in resolved]
     configs = [(mc, tc) for _, mc, tc in resolved]
     positions = list(range(len(todo)))  # where each of todo's runs sits in the stack
-    earlier = _interrupted_stack(ctx, model, [run_config_hash(ds, model, mc, tc) for ds, mc, tc in resolved])
-    if earlier is not None:  # resume it: these runs, and others of it that are recorded by now
-        mine = {run_config_hash(ds, model, mc, tc): (mc, tc) for ds, mc, tc in resolved}
-        configs = [mine.get(h, stored) for h, stored in zip(earlier["members"], earlier["configs"])]
-        positions = [earlier["members"].index(run_config_hash(ds, model, mc, tc)) for ds, mc, tc in resolved]
+    others_recorded: set[str] = set()
+    earlier = _interrupted_stack(ctx, model, my_hashes)
+    if earlier is not None:  # resume it: these runs, and others of it that have ended by now
+        mine = dict(zip(my_hashes, configs))
+        speed = _speed_fields(*configs[0])  # today's speed settings for every run (they are not its identity)
+        configs = [mine.get(h) or (from_dict(model_config_class(model), {**stored_mc, **speed[0]}),
+                                   from_dict(TrainConfig, {**stored_tc, **speed[1]}))
+                   for h, (stored_mc, stored_tc) in zip(earlier["members"], earlier["configs"])]
+        positions = [earlier["members"].index(h) for h in my_hashes]
+        others_recorded = {h for h in earlier["members"] if h not in mine and _recorded(ctx, h)}
         log.info("resuming the interrupted stack %s for %d runs", earlier["path"], len(todo))
+    K = len(configs)
+    spec_at = {k: i for i, k in zip(todo, positions)}
+
+    def as_run(i: int, result) -> "Run | BaseException":
+        if result is None:  # it had ended in the interrupted stack: recorded then
+            return find(ctx, specs[i]) or RuntimeError(f"{specs[i].name} ended in an earlier stack, unrecorded")
+        if isinstance(result, BaseException):
+            return result
+        seconds = sorted(result.epoch_seconds)
+        return Run(specs[i], ctx.size.name, result.config_hash, result.model_config, result.train_config,
+                   result.val, result.test, result.device, False, result.wall_time_s, result.best_epoch,
+                   result.epochs_run, result.stop_reason, ctx, ctx.store.runs,
+                   seconds[len(seconds) // 2] if seconds else None, stack=K)
+
+    def ended(result, error, k: int) -> None:
+        if on_run is not None and k in spec_at:
+            on_run(spec_at[k], as_run(spec_at[k], error if error is not None else result))
+
     results = fit_stacked(resolved[0][0], model, configs, device=ctx.device, checkpoint_dir=ctx.store.checkpoints,
                           results_path=ctx.store.runs, progress=ctx.progress, deadline=ctx.deadline,
-                          on_epoch_end=ctx.epoch_hook)
+                          on_epoch_end=ctx.epoch_hook, already_recorded=others_recorded, on_run_end=ended)
     out = list(found)
-    for i, result in zip(todo, (results[k] for k in positions)):
-        if result is None:  # it had ended in the interrupted stack: recorded then
-            out[i] = find(ctx, specs[i]) or RuntimeError(f"{specs[i].name} ended in an earlier stack unrecorded")
-            continue
-        if isinstance(result, BaseException):
-            out[i] = result
-            continue
-        seconds = sorted(result.epoch_seconds)
-        out[i] = Run(specs[i], ctx.size.name, result.config_hash, result.model_config, result.train_config,
-                     result.val, result.test, result.device, False, result.wall_time_s, result.best_epoch,
-                     result.epochs_run, result.stop_reason, ctx, ctx.store.runs,
-                     seconds[len(seconds) // 2] if seconds else None)
+    for i, k in zip(todo, positions):
+        out[i] = as_run(i, results[k])
     return out
+
+
+def _speed_fields(mc, tc) -> tuple[dict, dict]:
+    """The speed-only settings of a (model config, train config) pair, as dicts."""
+    return ({f: getattr(mc, f) for f in getattr(mc, "SPEED_FIELDS", ())},
+            {f: getattr(tc, f) for f in TrainConfig.SPEED_FIELDS})
+
+
+def _recorded(ctx: "Context", config_hash: str) -> bool:
+    return any(find_run(config_hash, store.runs) is not None for store in ctx.stores)
 
 
 def _interrupted_stack(ctx: "Context", model: str, hashes: list[str]) -> dict | None:
     """An interrupted stack in the context's store holding every run of ``hashes`` and otherwise
-    only runs that are recorded by now, or None."""
+    only runs that have ended (in it, or recorded elsewhere by now), or None."""
     from .stacked import interrupted_stacks
 
     for earlier in interrupted_stacks(ctx.store.checkpoints, model):
         others = [h for h in earlier["members"] if h not in hashes]
-        if set(hashes) <= set(earlier["members"]) and all(
-                any(find_run(h, store.runs) is not None for store in ctx.stores) for h in others):
+        ended = set(earlier.get("ended", []))
+        if set(hashes) <= set(earlier["members"]) and all(h in ended or _recorded(ctx, h) for h in others):
             return earlier
     return None
 

@@ -20,7 +20,8 @@ What each run gets is what ``fit`` would give it, except for the random draws:
   initialisation (``vmap(randomness="different")``). A stack of one draws exactly what ``fit`` draws
   (tests/test_stacked.py); in a larger stack each run gets other, equally distributed draws, so its
   numbers differ from its single run's within seed noise. The stack (its members' hashes, in
-  order) is recorded in each run's ``runtime`` column, which makes the numbers regenerable.
+  order) is recorded in each run's ``runtime`` column: the same stack trained again (the members'
+  configurations are in their rows) gives the same numbers.
 
 Exact parts, tested: the vmapped loss and gradients equal each model's own (same draws), one Adam
 over stacked parameters equals K Adams (it is elementwise).
@@ -33,7 +34,8 @@ With a checkpoint folder the stack writes one running checkpoint at every valida
 shuffling state and whether it has ended, the global RNG states) and a small ``.json`` beside it
 naming its runs and their configurations. The same stack called again resumes from it to the same
 numbers as an uninterrupted stack (tests/test_stacked.py); runs that had ended are not tested or
-recorded again. Both files are removed when every run of the stack has ended.
+recorded again, and runs recorded elsewhere meanwhile (``already_recorded``) are carried along
+untouched. Both files are removed when every run of the stack has ended.
 """
 from __future__ import annotations
 
@@ -132,6 +134,7 @@ class _Member:
     selection: _Selection = dataclasses.field(default_factory=_Selection)
     history: list[dict] = dataclasses.field(default_factory=list)
     done: bool = False
+    ended: tuple[str, int] | None = None  # (stop reason, epoch) once the run has stopped training
     result: RunResult | None = None
     error: BaseException | None = None
 
@@ -174,6 +177,7 @@ def _restore_global_rng(state: dict) -> None:
 def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict | Any, dict | TrainConfig]], *,
                 device: str | torch.device = "auto", checkpoint_dir: str | Path | None = None,
                 resume: bool = True, results_path: str | Path | None = None, progress: bool = True,
+                already_recorded: set[str] | frozenset[str] = frozenset(),
                 on_epoch_end: Callable[[int, dict], None] | None = None, deadline: float | None = None,
                 on_run_end: Callable[[RunResult | None, BaseException | None, int], None] | None = None,
                 ) -> list[RunResult | BaseException | None]:
@@ -181,8 +185,10 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     docstring). Each run is tested and recorded (``results_path``; its selected model in
     ``checkpoint_dir``) as soon as its patience rule stops it, exactly as ``fit`` records it.
     Returns each run's RunResult, the exception that ended it (a non-finite loss ends that
-    run only), or None for a run that had ended before this call resumed the stack.
-    ``on_run_end(result, error, index)`` is called as each run ends."""
+    run only), or None for a run that had ended before this call resumed the stack or whose hash
+    is in ``already_recorded`` (recorded elsewhere meanwhile: it is carried along untouched, its
+    model file and rows are not written). ``on_run_end(result, error, index)`` is called as each
+    run ends, with the stack's RNG state set aside (whatever it draws does not change the stack)."""
     t_start = time.perf_counter()
     resolved = [resolve_configs(model, mc, tc) for mc, tc in configs]
     keys = {stack_key(model, mc, tc) for mc, tc in resolved}
@@ -223,7 +229,8 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     n = len(targets)
     n_batches = math.ceil(n / tc0.batch_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tc0.amp_bf16 else nullcontext()
-    epoch_seconds: list[float] = []
+    epoch_seconds: list[float] = []  # epochs trained by this call (training and validation)
+    earlier_seconds: list[float] = []  # those of the interrupted call this one resumed (deadline estimate only)
     bar = _bar(progress, tc0.epochs * n_batches, f"{model} {dataset.name} x{K}")
 
     ckpt_path = members_path = None
@@ -231,15 +238,21 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     if checkpoint_dir is not None:
         ckpt_path, members_path = stack_paths(checkpoint_dir, model, hashes)
         if resume and ckpt_path.exists():
-            start, spent = _resume(ckpt_path, hashes, members, params, optimizer, scheduler, epoch_seconds)
+            start, spent = _resume(ckpt_path, hashes, members, params, optimizer, scheduler, earlier_seconds)
             t_start -= spent
             log.info("resumed the stack %s at epoch %d (%d of %d runs ended)", ckpt_path, start - 1,
                      sum(m.done for m in members), K)
-        else:
-            members_path.parent.mkdir(parents=True, exist_ok=True)
-            members_path.write_text(json.dumps({"model": model, "dataset": dataset.name, "members": hashes,
-                                                "configs": [[asdict(mc), asdict(tc)] for mc, tc in resolved]},
-                                               default=str))
+    for m in members:
+        if m.run_hash in already_recorded and not m.done:
+            m.done, m.ended = True, ("recorded elsewhere", 0)
+
+    def write_members() -> None:  # which runs the stack holds, their configurations, which have ended
+        members_path.parent.mkdir(parents=True, exist_ok=True)
+        members_path.write_text(json.dumps({"model": model, "dataset": dataset.name, "members": hashes,
+                                            "configs": [[asdict(mc), asdict(tc)] for mc, tc in resolved],
+                                            "ended": [m.run_hash for m in members if m.done]}, default=str))
+    if members_path is not None:
+        write_members()
     if bar is not None:
         bar.update((start - 1) * n_batches)
 
@@ -247,13 +260,17 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
         checkpoints.save({"kind": "stack", "model": {k: v.detach() for k, v in params.items()},
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "members": hashes, "epoch": epoch, "rng": _global_rng(),
-                          "epoch_seconds": epoch_seconds, "wall_time_s": time.perf_counter() - t_start,
+                          "epoch_seconds": earlier_seconds + epoch_seconds,
+                          "wall_time_s": time.perf_counter() - t_start,
                           "runs": [{"history": m.history, "done": m.done, "shuffle": m.shuffle.get_state(),
+                                    "ended": None if m.ended is None else list(m.ended),
                                     "error": None if m.error is None else [type(m.error).__name__, str(m.error)],
                                     **m.selection.to_dict(epoch)} for m in members]}, ckpt_path)
+        write_members()
 
     def end(m: _Member, stop_reason: str, epoch: int) -> None:
-        m.done = True
+        m.done, m.ended, m.error = True, (stop_reason, epoch), None
+        rng = _global_rng()  # testing, recording and the caller's callback draw nothing from the stack's stream
         try:
             unstack_into(params, m.index, m.net)  # training-only parts (the reconstructor) as trained
             m.net.load_state_dict(m.selection.weights, strict=False)
@@ -266,18 +283,24 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
             m.result = finish_run(m.net, dataset, model, m.mc, m.tc, m.run_hash, protocol, device,
                                   history=m.history, val=m.selection.val, best_epoch=m.selection.epoch,
                                   epochs_run=epoch, stop_reason=stop_reason, epoch_seconds=epoch_seconds,
-                                  wall_time_s=time.perf_counter() - t_start, results_path=results_path,
-                                  progress=False, runtime_extra=runtime_extra)
+                                  t_start=t_start, results_path=results_path, progress=False,
+                                  runtime_extra=runtime_extra)
         except Exception as error:  # one run's failure (a NaN validation, a full disk) ends that run only
             m.error = error
         if on_run_end is not None:
             on_run_end(m.result, m.error, m.index)
+        _restore_global_rng(rng)
+
+    for m in members:  # a run whose recording failed before the interruption (a full disk) is recorded now
+        if m.done and m.ended is not None and m.error is not None and not isinstance(m.error, NonFiniteLossError):
+            end(m, *m.ended)
 
     try:
         for epoch in range(start, tc0.epochs + 1):
             if all(m.done for m in members):
                 break
-            if deadline is not None and epoch_seconds and time.time() + max(epoch_seconds[-3:]) > deadline:
+            recent = (earlier_seconds + epoch_seconds)[-3:]
+            if deadline is not None and recent and time.time() + max(recent) > deadline:
                 raise DeadlineReached(f"stack of {K} stopped before epoch {epoch}: the deadline is near "
                                       f"({sum(m.done for m in members)} of its runs recorded)")
             t_epoch = time.perf_counter()
@@ -298,15 +321,14 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                     bar.update(1)
             scheduler.step()
             means = (sums / n_batches).cpu()  # the epoch's one host sync
-            seconds = time.perf_counter() - t_epoch
-            epoch_seconds.append(seconds)
+            stopping = []
             for m in members:
                 if m.done:
                     continue
                 record = {"epoch": epoch, **{f"loss_{k}": means[t, m.index].item() for t, k in enumerate(terms)}}
                 if not all(math.isfinite(v) for k, v in record.items() if k != "epoch"):
                     m.history.append(record)
-                    m.done = True
+                    m.done, m.ended = True, ("non-finite loss", epoch)
                     m.error = NonFiniteLossError(f"{m.run_hash}: a loss term is not finite at epoch {epoch} "
                                                  f"({record}); the other runs of the stack go on")
                     log.warning("%s", m.error)
@@ -323,7 +345,11 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                              " (new best)" if improved else f" ({m.selection.bad}/{m.tc.patience} without a best)")
                 m.history.append(record)
                 if m.selection.bad >= m.tc.patience:
-                    end(m, "patience", epoch)
+                    stopping.append(m)
+            seconds = time.perf_counter() - t_epoch  # training and validation, as fit times an epoch
+            epoch_seconds.append(seconds)
+            for m in stopping:
+                end(m, "patience", epoch)
             if ckpt_path is not None and tc0.validates_after(epoch):
                 save(epoch)
             if on_epoch_end is not None:
@@ -341,7 +367,7 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
 
 
 def _resume(path: Path, hashes: list[str], members: list[_Member], params: dict[str, torch.Tensor],
-            optimizer: torch.optim.Optimizer, scheduler, epoch_seconds: list[float]) -> tuple[int, float]:
+            optimizer: torch.optim.Optimizer, scheduler, earlier_seconds: list[float]) -> tuple[int, float]:
     """Load a stack's running checkpoint; returns (the first epoch to train, wall time spent)."""
     ckpt = checkpoints.load(path, kind="stack")
     if ckpt["members"] != hashes:
@@ -354,6 +380,7 @@ def _resume(path: Path, hashes: list[str], members: list[_Member], params: dict[
     scheduler.load_state_dict(ckpt["scheduler"])
     for m, state in zip(members, ckpt["runs"]):
         m.history, m.done = state["history"], state["done"]
+        m.ended = tuple(state["ended"]) if state.get("ended") else None
         if state.get("error"):  # a run the stack had ended with an error before the interruption
             kind, text = state["error"]
             m.error = (NonFiniteLossError if kind == NonFiniteLossError.__name__ else RuntimeError)(text)
@@ -361,7 +388,7 @@ def _resume(path: Path, hashes: list[str], members: list[_Member], params: dict[
         unstack_into(params, m.index, m.net)
         m.selection.load(state, m.net)
     _restore_global_rng(ckpt["rng"])
-    epoch_seconds.extend(ckpt["epoch_seconds"])
+    earlier_seconds.extend(ckpt["epoch_seconds"])
     return ckpt["epoch"] + 1, ckpt.get("wall_time_s", 0.0)
 
 

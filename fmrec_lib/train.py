@@ -352,10 +352,11 @@ class _Selection:
 
 def finish_run(net: Recommender, dataset: SequentialDataset, model: str, mc, tc: TrainConfig, run_hash: str,
                protocol: EvalProtocol, device: torch.device, *, history: list[dict], val: dict[str, float],
-               best_epoch: int, epochs_run: int, stop_reason: str, epoch_seconds=(), wall_time_s: float,
+               best_epoch: int, epochs_run: int, stop_reason: str, epoch_seconds=(), t_start: float,
                results_path: str | Path | None, progress: bool, group: DistEnv | None = None,
                runtime_extra: dict | None = None) -> RunResult:
-    """Test the selected model ``net`` and record the run (rank 0 alone with several ranks)."""
+    """Test the selected model ``net`` and record the run (rank 0 alone with several ranks); its
+    wall time runs from ``t_start`` (``time.perf_counter()``) to the end of the test."""
     writes = group is None or group.is_main
     test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
                               protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
@@ -368,7 +369,8 @@ def finish_run(net: Recommender, dataset: SequentialDataset, model: str, mc, tc:
     runtime.update(runtime_extra or {})
     result = RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
                        train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
-                       epochs_run=epochs_run, wall_time_s=wall_time_s, device=device_name(device),
+                       epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start,
+                       device=device_name(device),
                        history=history, protocol=str(protocol), n_model_calls=net.n_model_calls(),
                        fingerprint=dataset.fingerprint(), stop_reason=stop_reason, runtime=runtime,
                        test_ranks=test_acc.ranks(), epoch_seconds=list(epoch_seconds))
@@ -422,8 +424,8 @@ def fit(
     def finish(history, val, best_epoch, epochs_run, stop_reason, epoch_seconds=()):
         return finish_run(net, dataset, model, mc, tc, run_hash, protocol, device, history=history, val=val,
                           best_epoch=best_epoch, epochs_run=epochs_run, stop_reason=stop_reason,
-                          epoch_seconds=epoch_seconds, wall_time_s=time.perf_counter() - t_start,
-                          results_path=results_path, progress=progress, group=group)
+                          epoch_seconds=epoch_seconds, t_start=t_start, results_path=results_path,
+                          progress=progress, group=group)
 
     if not net.trainable:
         val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol,

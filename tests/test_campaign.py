@@ -194,3 +194,27 @@ def test_a_stacked_campaign_trains_compatible_runs_together_and_records_each(roo
 def test_stacks_are_refused_on_a_cluster_executor(roots):
     with pytest.raises(ValueError, match="stack"):
         campaign.run_campaign("smoke", "cpu", None, executor="debug", output_dir=roots / "repo", stack=2)
+
+
+@pytest.mark.slow
+def test_the_runs_of_a_stack_that_does_not_fit_run_alone(roots, monkeypatch):
+    """A stack whose first steady epoch says it cannot finish gives way: its runs are queued again
+    to run alone in the same campaign (not dropped for the window)."""
+    small = {"05_sensitivity": {"dataset": "ml-100k", "seed": 1997, "sweeps": {"alpha": [0.02, 0.2]}}}
+    monkeypatch.setattr(reports, "DEFAULTS", small)
+
+    def stacks_do_not_fit(ctx, spec, epochs_budget=None):
+        def check(epoch, record):
+            if "running" in record:  # the stack's epoch record (a single run's has its losses)
+                raise campaign.DoesNotFit("a stack does not fit (test)", 99.0)
+        return check
+    monkeypatch.setattr(campaign, "_fit_check", stacks_do_not_fit)
+    out = roots / "repo"
+    summary = campaign.run_campaign("smoke", "cpu", 900, jobs=1, output_dir=out, stack=4)
+    statuses = [(o["name"], o["status"]) for o in summary["outcomes"] if " fmrec " in o["name"]]
+    assert [s for _, s in statuses].count("does not fit") == 2 and [s for _, s in statuses].count("done") == 2
+    log = [json.loads(line) for line in (out / "results" / "smoke" / "campaign.log.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "retry alone" for e in log) == 2
+    rows = read_results(out / "results" / "smoke" / "runs.csv")
+    fmrec = rows[rows["model"] == "fmrec"].drop_duplicates("run_id")
+    assert len(fmrec) == 2 and not any("stacked" in json.loads(r) for r in fmrec["runtime"])

@@ -166,8 +166,11 @@ class _Stop(Exception):
 
 
 def test_run_stacked_resumes_an_interrupted_stack_for_the_runs_still_missing(isolated, seq_file):
-    """A stack interrupted after one of its runs was recorded is resumed when the campaign asks for
-    the others: the same numbers as the uninterrupted stack, the recorded run not recorded again."""
+    """A stack interrupted before its runs ended is resumed when the campaign asks for some of them
+    while the others were recorded elsewhere meanwhile (here: trained alone), even under other
+    speed settings: the same numbers as the uninterrupted stack, and the run recorded elsewhere
+    keeps its rows and its model file (the stack carries it along untouched)."""
+    from fmrec_lib import checkpoints
     from fmrec_lib.runs import run_stacked
     from fmrec_lib.stacked import interrupted_stacks
 
@@ -184,13 +187,19 @@ def test_run_stacked_resumes_an_interrupted_stack_for_the_runs_still_missing(iso
     with pytest.raises(_Stop):
         run_stacked(ctx, specs)
     (stack,) = interrupted_stacks(ctx.store.checkpoints, "fmrec")
-    # the first run gets recorded meanwhile (here: copied from the reference), so only two are asked for
-    from fmrec_lib.results import find_run, import_run
-    ref_ctx = _ctx(isolated, output=isolated / "reference")
-    import_run(find_run(reference[0].config_hash, ref_ctx.store.runs), ref_ctx.store.runs, ctx.store.runs)
     ctx.epoch_hook = None
+    alone = ctx.run(seq_file, "fmrec", 1997, **longer)  # the first run, recorded meanwhile by a single run
+    assert alone.test != reference[0].test
+    model_file = checkpoints.selected_path(ctx.store.checkpoints, "fmrec", alone.config_hash)
+    before = model_file.read_bytes()
+    ctx.speed = {"tf32": True}  # another speed setting (no effect on a CPU's numbers): still the same stack
     resumed = run_stacked(ctx, specs[1:])
     assert [r.test for r in resumed] == [r.test for r in reference[1:]]
     assert [r.epochs_run for r in resumed] == [r.epochs_run for r in reference[1:]]
+    assert [r.stack for r in resumed] == [3, 3]
     assert not interrupted_stacks(ctx.store.checkpoints, "fmrec") and stack["members"][1] == resumed[0].config_hash
-    assert read_results(ctx.store.runs)["run_id"].nunique() == 3
+    rows = read_results(ctx.store.runs)
+    assert rows["run_id"].nunique() == 3
+    first = rows[rows["config_hash"] == alone.config_hash]
+    assert first[(first["split"] == "test") & (first["metric"] == "HR@10")]["value"].item() == alone.test["HR@10"]
+    assert model_file.read_bytes() == before

@@ -179,3 +179,30 @@ def test_a_run_whose_loss_turns_non_finite_ends_alone(tmp_path):
     assert not isinstance(results[0], BaseException) and results[0].epochs_run >= 5
     assert ended[0] == (1, "NonFiniteLossError") and ended[-1] == (0, "NoneType")
     assert set(read_results(tmp_path / "runs.csv")["config_hash"]) == {results[0].config_hash}
+
+
+def test_the_stack_versus_single_tool_compares_recorded_single_runs_with_a_stack(tmp_path, monkeypatch):
+    import importlib.util
+
+    from fmrec_lib import context as context_module
+    from fmrec_lib.context import Context
+    from fmrec_lib.utils import REPO_ROOT
+    from synthetic import write_sequences
+
+    monkeypatch.setattr(context_module, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(context_module, "LOCAL_ROOT", tmp_path / "repo" / "runs")
+    data = write_sequences(cyclic_dataset(60), tmp_path / "toy.txt")
+    ctx = Context.create("smoke", "cpu", progress=False)
+    singles = [ctx.run(str(data), "fmrec", seed) for seed in (1, 2)]
+    spec = importlib.util.spec_from_file_location("stack_vs_single", REPO_ROOT / "tools" / "stack_vs_single.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "report.json"
+    assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "1", "2", "--device", "cpu",
+                      "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    hr = next(r for r in report["rows"] if r["metric"] == "HR@10")
+    assert hr["single"] == [r.test["HR@10"] for r in singles] and len(hr["stacked"]) == 2
+    assert hr["difference"] == pytest.approx(sum(hr["stacked"]) / 2 - sum(hr["single"]) / 2)
+    assert read_results(ctx.store.runs)["run_id"].nunique() == 2  # the stack recorded nothing
+    assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "3", "--device", "cpu"]) == 2  # not recorded

@@ -181,7 +181,7 @@ def test_a_run_whose_loss_turns_non_finite_ends_alone(tmp_path):
     assert set(read_results(tmp_path / "runs.csv")["config_hash"]) == {results[0].config_hash}
 
 
-def test_the_stack_versus_single_tool_compares_recorded_single_runs_with_a_stack(tmp_path, monkeypatch):
+def test_the_comparison_tool_sets_new_runs_beside_the_recorded_ones(tmp_path, monkeypatch):
     import importlib.util
 
     from fmrec_lib import context as context_module
@@ -194,7 +194,7 @@ def test_the_stack_versus_single_tool_compares_recorded_single_runs_with_a_stack
     data = write_sequences(cyclic_dataset(60), tmp_path / "toy.txt")
     ctx = Context.create("smoke", "cpu", progress=False)
     singles = [ctx.run(str(data), "fmrec", seed) for seed in (1, 2)]
-    spec = importlib.util.spec_from_file_location("stack_vs_single", REPO_ROOT / "tools" / "stack_vs_single.py")
+    spec = importlib.util.spec_from_file_location("compare_training", REPO_ROOT / "tools" / "compare_training.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "report.json"
@@ -202,7 +202,15 @@ def test_the_stack_versus_single_tool_compares_recorded_single_runs_with_a_stack
                       "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     hr = next(r for r in report["rows"] if r["metric"] == "HR@10")
-    assert hr["single"] == [r.test["HR@10"] for r in singles] and len(hr["stacked"]) == 2
-    assert hr["difference"] == pytest.approx(sum(hr["stacked"]) / 2 - sum(hr["single"]) / 2)
+    assert hr["recorded"] == [r.test["HR@10"] for r in singles] and len(hr["new"]) == 2
+    assert hr["difference"] == pytest.approx(sum(hr["new"]) / 2 - sum(hr["recorded"]) / 2)
+    assert [r["stacked"] for r in report["new_runtime"]] == [2, 2]
     assert read_results(ctx.store.runs)["run_id"].nunique() == 2  # the stack recorded nothing
+    # one by one with a speed setting: a single run on a CPU repeats the recorded one exactly (TF32 is CUDA's)
+    assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "1", "2", "--device", "cpu",
+                      "--mode", "single", "--speed", "tf32=true", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    hr = next(r for r in report["rows"] if r["metric"] == "HR@10")
+    assert hr["new"] == hr["recorded"] and [r["tf32"] for r in report["new_runtime"]] == [True, True]
+    assert [r["tf32"] for r in report["recorded_runtime"]] == [False, False]
     assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "3", "--device", "cpu"]) == 2  # not recorded

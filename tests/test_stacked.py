@@ -192,8 +192,9 @@ def test_the_comparison_tool_sets_new_runs_beside_the_recorded_ones(tmp_path, mo
     monkeypatch.setattr(context_module, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setattr(context_module, "LOCAL_ROOT", tmp_path / "repo" / "runs")
     data = write_sequences(cyclic_dataset(60), tmp_path / "toy.txt")
-    ctx = Context.create("smoke", "cpu", progress=False)
+    ctx = Context.create("smoke", "cpu", output_dir=tmp_path / "repo" / "runs", progress=False)  # the CLI's store
     singles = [ctx.run(str(data), "fmrec", seed) for seed in (1, 2)]
+    committed = Context.create("smoke", "cpu", progress=False).store.runs
     spec = importlib.util.spec_from_file_location("compare_training", REPO_ROOT / "tools" / "compare_training.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -206,6 +207,7 @@ def test_the_comparison_tool_sets_new_runs_beside_the_recorded_ones(tmp_path, mo
     assert hr["difference"] == pytest.approx(sum(hr["new"]) / 2 - sum(hr["recorded"]) / 2)
     assert [r["stacked"] for r in report["new_runtime"]] == [2, 2]
     assert read_results(ctx.store.runs)["run_id"].nunique() == 2  # the stack recorded nothing
+    assert not committed.exists()  # and nothing was copied into the committed results
     # one by one with a speed setting: a single run on a CPU repeats the recorded one exactly (TF32 is CUDA's)
     assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "1", "2", "--device", "cpu",
                       "--mode", "single", "--speed", "tf32=true", "--out", str(out)]) == 0
@@ -213,4 +215,5 @@ def test_the_comparison_tool_sets_new_runs_beside_the_recorded_ones(tmp_path, mo
     hr = next(r for r in report["rows"] if r["metric"] == "HR@10")
     assert hr["new"] == hr["recorded"] and [r["tf32"] for r in report["new_runtime"]] == [True, True]
     assert [r["tf32"] for r in report["recorded_runtime"]] == [False, False]
+    assert not committed.exists()
     assert tool.main(["--size", "smoke", "--dataset", str(data), "--seeds", "3", "--device", "cpu"]) == 2  # not recorded

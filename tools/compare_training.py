@@ -27,6 +27,7 @@ METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
 def main(argv: list[str] | None = None) -> int:
     from fmrec_lib.cli import _parse_overrides
+    from fmrec_lib import context as context_module
     from fmrec_lib.context import Context
     from fmrec_lib.results import find_run
     from fmrec_lib.runs import RunSpec, _resolve, find
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = _parse_overrides(",".join(args.set))
 
     speed = _parse_overrides(args.speed)
-    ctx = Context.create(args.size, args.device, progress=False, reuse_only=True)
+    # written nowhere committed: a recorded run found in another store is copied into the context's
+    # own store, so that store is the git-ignored runs/, never results/<size>/
+    ctx = Context.create(args.size, args.device, output_dir=context_module.LOCAL_ROOT, progress=False, reuse_only=True)
     specs = [RunSpec(args.dataset, args.model, seed, dict(overrides)) for seed in args.seeds]
     single = [find(ctx, spec) for spec in specs]
     missing = [spec.name for spec, run in zip(specs, single) if run is None]

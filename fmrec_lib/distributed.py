@@ -146,21 +146,14 @@ def wrap_loss(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
     from torch.nn.parallel import DistributedDataParallel
 
+    from .models.base import LossModule
+
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
-    return DistributedDataParallel(_Loss(net), device_ids=[device.index] if device.type == "cuda" else None,
+    return DistributedDataParallel(LossModule(net), device_ids=[device.index] if device.type == "cuda" else None,
                                    static_graph=True, **{no_sync: False})
 
 
-class _Loss(torch.nn.Module):
-    """DDP synchronises gradients only for calls through its forward: this forward is the loss."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net.loss(inputs, targets)
 
 
 def combine_loss_terms(packed: torch.Tensor) -> torch.Tensor:

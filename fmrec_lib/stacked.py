@@ -59,6 +59,7 @@ from .config import config_hash
 from .data import SequentialDataset
 from .metrics import EvalProtocol
 from .models import build_model
+from .models.base import LossModule
 from .train import (DeadlineReached, NonFiniteLossError, RunResult, TrainConfig, _device_inputs, _Selection,
                     _to_lists, _to_tuples, compile_loss, evaluate_model, finish_run, resolve_configs,
                     run_config_hash)
@@ -86,15 +87,6 @@ def stack_key(model: str, model_config: Any, train_config: TrainConfig) -> str |
     return config_hash({"model": model, "model_config": mc, "train_config": tc})
 
 
-class _StackedLoss(torch.nn.Module):
-    """``net.loss(inputs, targets)`` as a module, for ``functional_call`` (which calls forward)."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net.loss(inputs, targets)
 
 
 def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different"
@@ -103,7 +95,7 @@ def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different"
     inputs (K, B, L), targets (K, B))`` returns each loss term as a (K,) tensor. ``params`` are new
     leaf tensors (K, ...) (the models' own are copied, not shared)."""
     params, buffers = stack_module_state(nets)
-    template = _StackedLoss(copy.deepcopy(nets[0]).to("meta"))
+    template = LossModule(copy.deepcopy(nets[0]).to("meta"))
     params = {f"net.{k}": v for k, v in params.items()}
     buffers = {f"net.{k}": v for k, v in buffers.items()}
 

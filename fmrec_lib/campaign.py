@@ -223,37 +223,54 @@ def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
     return min(most, prior) if prior else most
 
 
-def execute_job(payload: dict) -> dict:
-    """Run one job (in a worker process, a cluster job or inline): train or reuse the run,
-    then its sweeps. Never raises: the outcome is a dict with ``status``."""
-    from .runs import find, retrain, run, sweep
-    from .train import DeadlineReached, NonFiniteLossError
-
-    t0 = time.time()
+def _job_context(payload: dict) -> Context:
+    """The context a worker runs a job's payload in (:meth:`PlannedJob.payload`)."""
     ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
                          read_roots=tuple(payload["read_roots"]))
     ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
     ctx.allow_cpu_training = payload["allow_cpu_training"]
     ctx.speed = dict(payload.get("speed", {}))
+    return ctx
+
+
+def _run_fields(r, t0: float) -> dict:
+    """A finished run's part of a job's outcome; its speed only when it was trained here."""
+    fields = {"config_hash": r.config_hash, "epochs_run": r.epochs_run, "stop_reason": r.stop_reason,
+              "best_epoch": r.best_epoch, "trained": not r.reused, "train_wall_s": round(time.time() - t0, 1)}
+    if not r.reused and r.seconds_per_epoch:
+        fields["s_per_epoch"] = round(r.seconds_per_epoch, 4)
+    return fields
+
+
+def _run_sweeps(ctx: Context, r, sweeps: list[dict]) -> None:
+    """A job's sweeps of its run's model (a model recorded earlier and lost since is retrained here)."""
+    from .runs import retrain, sweep
+
+    for sw in (Sweep.from_json(s) for s in sweeps):
+        try:
+            sweep(ctx, r, sw)
+        except MissingModelError:
+            retrain(r)
+            sweep(ctx, r, sw)
+
+
+def execute_job(payload: dict) -> dict:
+    """Run one job (in a worker process, a cluster job or inline): train or reuse the run,
+    then its sweeps. Never raises: the outcome is a dict with ``status``."""
+    from .runs import find, run
+    from .train import DeadlineReached, NonFiniteLossError
+
+    t0 = time.time()
+    ctx = _job_context(payload)
     spec = RunSpec.from_json(payload["spec"])
     out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label,
            "speed_key": speed_key(ctx, spec)}
     try:
         _fail_once(payload)
-        existing = find(ctx, spec)
-        trained = existing is None
         ctx.epoch_hook = _fit_check(ctx, spec, payload.get("epochs_budget"))
-        r = existing or run(ctx, spec)
-        out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
-                   best_epoch=r.best_epoch, trained=trained, train_wall_s=round(time.time() - t0, 1))
-        if trained and r.seconds_per_epoch:
-            out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
-        for sw in (Sweep.from_json(s) for s in payload["sweeps"]):
-            try:
-                sweep(ctx, r, sw)
-            except MissingModelError:  # recorded earlier, its model lost before the sweeps: retrain it here
-                retrain(r)
-                sweep(ctx, r, sw)
+        r = find(ctx, spec) or run(ctx, spec)
+        out.update(_run_fields(r, t0))
+        _run_sweeps(ctx, r, payload["sweeps"])
         out.update(status="done", sweeps=len(payload["sweeps"]))
     except DoesNotFit as e:  # its first epoch's speed keeps the next runs of its kind from trying
         out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4))
@@ -271,16 +288,11 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     """Run several jobs whose runs train as one stack (:func:`fmrec_lib.runs.run_stacked`); each
     job's sweeps run as soon as its run ends, while the others train on, on the model just
     trained. Never raises: one outcome dict per job, in order."""
-    from .runs import run_stacked, sweep
+    from .runs import run_stacked
     from .train import DeadlineReached, NonFiniteLossError
 
     t0 = time.time()
-    first = payloads[0]
-    ctx = Context.create(first["size"], first["device"], first["output_dir"], progress=False,
-                         read_roots=tuple(first["read_roots"]))
-    ctx.deadline = first["deadline"] - SAFETY_S / 2 if first["deadline"] is not None else None
-    ctx.allow_cpu_training = first["allow_cpu_training"]
-    ctx.speed = dict(first.get("speed", {}))
+    ctx = _job_context(payloads[0])
     specs = [RunSpec.from_json(p["spec"]) for p in payloads]
     outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label,
              "stack": len(specs)} for p, s in zip(payloads, specs)]
@@ -292,14 +304,9 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
         elif isinstance(r, BaseException):
             out.update(status="failed", reason=f"{type(r).__name__}: {r}")
         else:
-            out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
-                       best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1),
-                       stack=r.stack, speed_key=speed_key(ctx, specs[i], r.stack))
-            if not r.reused and r.seconds_per_epoch:
-                out["s_per_epoch"] = round(r.seconds_per_epoch, 4)
+            out.update(_run_fields(r, t0), stack=r.stack, speed_key=speed_key(ctx, specs[i], r.stack))
             try:
-                for sw in (Sweep.from_json(s) for s in payloads[i]["sweeps"]):
-                    sweep(ctx, r, sw)
+                _run_sweeps(ctx, r, payloads[i]["sweeps"])
                 out.update(status="done", sweeps=len(payloads[i]["sweeps"]))
             except Exception as e:  # recorded, but its sweeps failed: the next campaign runs them
                 out.update(status="failed", reason=f"sweeps: {type(e).__name__}: {e}")
@@ -611,16 +618,16 @@ def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: d
     if outcome["status"] == "does not fit" and outcome.get("stack", 1) > 1 and not job.solo:
         job.solo = True
         clog.write("retry alone", name=job.name, config_hash=job.config_hash, reason="its stack did not fit")
-        pending.append(job)
-        pending.sort(key=lambda j: j.priority)
     elif outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
         attempts[job.name] = attempts.get(job.name, 0) + 1
         clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],
                    max_retries=max_retries, reason=outcome.get("reason"))
-        pending.append(job)
-        pending.sort(key=lambda j: j.priority)
-    elif outcome["status"] == "failed" and job.priority[0] == 0:
-        log.error("%s failed: %s", job.name, outcome.get("reason"))
+    else:
+        if outcome["status"] == "failed" and job.priority[0] == 0:
+            log.error("%s failed: %s", job.name, outcome.get("reason"))
+        return
+    pending.append(job)  # queued again, in priority order
+    pending.sort(key=lambda j: j.priority)
 
 
 def _job_root(ctx: Context, job: PlannedJob) -> Path:

@@ -200,19 +200,33 @@ def run(ctx: "Context", spec: RunSpec) -> Run:
     if found is not None:
         log.info("reusing %s (run %s)", spec.name, found.config_hash)
         return found
-    if ctx.reuse_only:
-        raise MissingRunError(f"{ctx.size.name}-size run {spec.name} is not recorded and this context trains "
-                              f"nothing (reuse only; looked in {', '.join(str(s.runs) for s in ctx.stores)})")
+    _check_may_train(ctx, [spec])
     ds, mc, tc = _resolve(ctx, spec)
-    if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
-        raise MissingRunError(f"paper-size run {spec.name} is not in {', '.join(str(s.runs) for s in ctx.stores)} "
-                              f"and training it on a CPU would take hours. Produce it with: {CAMPAIGN_HINT}")
     result = fit(ds, spec.model, mc, tc, device=ctx.device, checkpoint_dir=ctx.store.checkpoints,
                  results_path=ctx.store.runs, progress=ctx.progress, deadline=ctx.deadline, on_epoch_end=ctx.epoch_hook)
+    return _trained_run(ctx, spec, result)
+
+
+def _check_may_train(ctx: "Context", specs: list[RunSpec]) -> None:
+    """Raise MissingRunError when this context must not train ``specs`` (none of them recorded):
+    a reuse-only context, or paper size on a CPU without ``allow_cpu_training``."""
+    names = ", ".join(spec.name for spec in specs)
+    runs, are, it = ("run", "is", "it") if len(specs) == 1 else ("runs", "are", "them")
+    stores = ", ".join(str(s.runs) for s in ctx.stores)
+    if ctx.reuse_only:
+        raise MissingRunError(f"{ctx.size.name}-size {runs} {names} {are} not recorded and this context trains "
+                              f"nothing (reuse only; looked in {stores})")
+    if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
+        raise MissingRunError(f"paper-size {runs} {names} {are} not in {stores} and training {it} on a CPU would "
+                              f"take hours. Produce {it} with: {CAMPAIGN_HINT}")
+
+
+def _trained_run(ctx: "Context", spec: RunSpec, result, stack: int = 1) -> Run:
+    """The Run of a result ``fit`` (or a stack) has just recorded in the context's store."""
     seconds = sorted(result.epoch_seconds)
     return Run(spec, ctx.size.name, result.config_hash, result.model_config, result.train_config, result.val,
                result.test, result.device, False, result.wall_time_s, result.best_epoch, result.epochs_run,
-               result.stop_reason, ctx, ctx.store.runs, seconds[len(seconds) // 2] if seconds else None)
+               result.stop_reason, ctx, ctx.store.runs, seconds[len(seconds) // 2] if seconds else None, stack=stack)
 
 
 def run_stacked(ctx: "Context", specs: list[RunSpec],
@@ -230,12 +244,7 @@ def run_stacked(ctx: "Context", specs: list[RunSpec],
     todo = [i for i, f in enumerate(found) if f is None]
     if not todo:
         return found
-    if ctx.reuse_only:
-        raise MissingRunError(f"{ctx.size.name}-size runs {[specs[i].name for i in todo]} are not recorded and this "
-                              "context trains nothing (reuse only)")
-    if ctx.size.name == "paper" and ctx.device.type != "cuda" and not ctx.allow_cpu_training:
-        raise MissingRunError(f"paper-size runs {[specs[i].name for i in todo]} are not recorded and training them "
-                              f"on a CPU would take hours. Produce them with: {CAMPAIGN_HINT}")
+    _check_may_train(ctx, [specs[i] for i in todo])
     resolved = [_resolve(ctx, specs[i]) for i in todo]
     if len({(specs[i].dataset, specs[i].model) for i in todo}) != 1:
         raise ValueError("a stack holds runs of one dataset and one model")
@@ -260,13 +269,7 @@ def run_stacked(ctx: "Context", specs: list[RunSpec],
     def as_run(i: int, result) -> "Run | BaseException":
         if result is None:  # it had ended in the interrupted stack: recorded then
             return find(ctx, specs[i]) or RuntimeError(f"{specs[i].name} ended in an earlier stack, unrecorded")
-        if isinstance(result, BaseException):
-            return result
-        seconds = sorted(result.epoch_seconds)
-        return Run(specs[i], ctx.size.name, result.config_hash, result.model_config, result.train_config,
-                   result.val, result.test, result.device, False, result.wall_time_s, result.best_epoch,
-                   result.epochs_run, result.stop_reason, ctx, ctx.store.runs,
-                   seconds[len(seconds) // 2] if seconds else None, stack=K)
+        return result if isinstance(result, BaseException) else _trained_run(ctx, specs[i], result, stack=K)
 
     def ended(result, error, k: int) -> None:
         if on_run is not None and k in spec_at:

@@ -390,8 +390,3 @@ def _bar(progress: bool, total: int, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="batch", desc=desc, dynamic_ncols=True, mininterval=1.0)
 
-
-def describe(results: list[RunResult | BaseException]) -> str:
-    """One line per run of a stack, for logs."""
-    return json.dumps([{"config_hash": r.config_hash, "epochs_run": r.epochs_run, "stop_reason": r.stop_reason}
-                       if isinstance(r, RunResult) else {"error": str(r)} for r in results])

@@ -3,8 +3,8 @@ loaded with ``torch.load(..., weights_only=True)`` (no code is unpickled).
 
 Two files per run, named by model and configuration hash:
 
-* ``<model>-<hash>.pt``, the *running* checkpoint, written at every validation so an
-  interrupted run resumes exactly: model, optimizer, scheduler, epoch, selection state, RNG
+* ``<model>-<hash>.pt``, the *running* checkpoint, written at every validation, and after
+  the last epoch trained when a deadline stops the run, so an interrupted run resumes exactly: model, optimizer, scheduler, epoch, selection state, RNG
   states, history, and the selected model's weights only when they differ from the current
   ones (``best_state`` is None while the latest validation set the best). It is deleted once
   the finished run is recorded.

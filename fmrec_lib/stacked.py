@@ -29,8 +29,8 @@ over stacked parameters equals K Adams (it is elementwise).
 Not stackable: GRU4Rec (``nn.GRU`` has no vmap rule), runs that differ in anything but the seed
 and the loss weights of :data:`STACKABLE` (a different architecture, time sampler, path or
 learning rate), and runs whose loss terms switch on or off differently (alpha = 0, beta = 0).
-With a checkpoint folder the stack writes one running checkpoint at every validation
-(``<model>-stack-<id>.pt``: the stacked weights, Adam, the schedule, each run's selection, history,
+With a checkpoint folder the stack writes one running checkpoint at every validation, and after
+the last epoch trained when a deadline stops it (``<model>-stack-<id>.pt``: the stacked weights, Adam, the schedule, each run's selection, history,
 shuffling state and whether it has ended, the global RNG states) and a small ``.json`` beside it
 naming its runs and their configurations. The same stack called again resumes from it to the same
 numbers as an uninterrupted stack (tests/test_stacked.py); runs that had ended are not tested or
@@ -248,7 +248,11 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     if bar is not None:
         bar.update((start - 1) * n_batches)
 
+    saved = start - 1  # the epoch the stack's checkpoint on disk was written after
+
     def save(epoch: int) -> None:
+        nonlocal saved
+        saved = epoch
         checkpoints.save({"kind": "stack", "model": {k: v.detach() for k, v in params.items()},
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "members": hashes, "epoch": epoch, "rng": _global_rng(),
@@ -293,6 +297,8 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                 break
             recent = (earlier_seconds + epoch_seconds)[-3:]
             if deadline is not None and recent and time.time() + max(recent) > deadline:
+                if ckpt_path is not None and epoch - 1 > saved:
+                    save(epoch - 1)  # the epochs since the last validation are not lost
                 raise DeadlineReached(f"stack of {K} stopped before epoch {epoch}: the deadline is near "
                                       f"({sum(m.done for m in members)} of its runs recorded)")
             t_epoch = time.perf_counter()

@@ -104,7 +104,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class DeadlineReached(RuntimeError):
-    """The run was stopped before its deadline; its running checkpoint is kept for a resume."""
+    """The run was stopped before its deadline; its running checkpoint, written after the last
+    epoch it trained, is kept for a resume."""
 
 
 @dataclass
@@ -485,6 +486,7 @@ class _Trainer:
         self.history: list[dict] = []
         self.epoch_seconds: list[float] = []  # wall time of each epoch trained in this process
         self.epoch = 0
+        self.saved_epoch = 0  # the epoch the running checkpoint on disk was written after
 
     def resume(self, path: Path) -> float:
         """Restore the state saved at the last validation; returns the wall time already spent."""
@@ -497,6 +499,7 @@ class _Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.selection.load(ckpt, self.net)
         self.epoch, self.history = ckpt["epoch"], ckpt["history"]
+        self.saved_epoch = self.epoch
         if self.group is None:
             if ckpt.get("world_size", 1) != 1:
                 log.warning("%s was written by %d processes, this run has one: resuming with rank 0's training noise",
@@ -521,6 +524,7 @@ class _Trainer:
         distributed.seed_rank(self.tc.seed + self.epoch, group)
 
     def _save(self, path: Path, t_start: float) -> None:
+        self.saved_epoch = self.epoch  # on every rank: they decide together whether to save at a deadline
         extra = {}
         if self.group is not None:  # a collective: every rank's RNG state goes into rank 0's checkpoint
             extra = {"world_size": self.group.world_size,
@@ -552,8 +556,10 @@ class _Trainer:
                 if deadline is not None and self.group is not None:
                     near = distributed.any_rank(near, self.device)  # every rank stops at the same epoch
                 if near:
+                    if ckpt_path is not None and self.epoch > self.saved_epoch:
+                        self._save(ckpt_path, t_start)  # the epochs since the last validation are not lost
                     raise DeadlineReached(f"stopped before epoch {self.epoch + 1}: the deadline is near "
-                                          f"(running checkpoint: {ckpt_path})")
+                                          f"(running checkpoint after epoch {self.saved_epoch}: {ckpt_path})")
                 self.epoch += 1
                 means = self._train_epoch(n_batches, bar)
                 record = {"epoch": self.epoch, **{f"loss_{k}": v for k, v in means.items()}}

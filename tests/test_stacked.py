@@ -8,7 +8,7 @@ from fmrec_lib.models import build_model
 from fmrec_lib.results import read_results
 from fmrec_lib.stacked import fit_stacked, interrupted_stacks, stack_key, stack_paths, stacked_loss
 from fmrec_lib.train import fit, load_model, resolve_configs
-from synthetic import TINY_FMREC, cyclic_dataset
+from synthetic import TINY_FMREC, FakeClock, cyclic_dataset
 
 FAST = dict(epochs=6, batch_size=64, eval_every=2, lr=3e-3)  # the paper profile validates after epochs 3 and 5
 TINY = {"fmrec": TINY_FMREC, "diffurec": dict(hidden=32, heads=2, max_len=8), "sasrec": dict(hidden=32, heads=2, max_len=8)}
@@ -162,6 +162,36 @@ def test_an_interrupted_stack_resumes_to_the_same_numbers(tmp_path):
     checkpoints.save({"kind": "stack", "model": {}, "members": ["x", "y"]}, other)  # a foreign file under its name
     with pytest.raises(checkpoints.CheckpointError, match="another stack"):
         fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path / "c", progress=False)
+
+
+def test_a_stack_stopped_by_a_deadline_keeps_every_trained_epoch(tmp_path, monkeypatch):
+    """A deadline between validations (after epoch 4; the stack validates after 3 and 5) writes the stack's
+    checkpoint after epoch 4; the resumed stack trains epochs 5 on and ends with the uninterrupted numbers."""
+    from fmrec_lib import stacked
+    from fmrec_lib.train import DeadlineReached
+
+    ds = cyclic_dataset(80)
+    cfg = dict(TINY_FMREC, hidden=16)
+    configs = [(cfg, dict(FAST, seed=1)), (dict(cfg, beta=1.0), dict(FAST, seed=2))]
+    whole = fit_stacked(ds, "fmrec", configs, device="cpu", progress=False)
+    clock = FakeClock()
+    monkeypatch.setattr(stacked, "time", clock)
+    trained = []
+
+    def at_4(epoch, record):
+        trained.append(epoch)
+        if epoch == 4:
+            clock.jump()
+    with pytest.raises(DeadlineReached):
+        fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path, results_path=tmp_path / "r.csv",
+                    progress=False, on_epoch_end=at_4, deadline=clock.time() + 3600)
+    (running,) = tmp_path.glob("fmrec-stack-*.pt")
+    assert trained == [1, 2, 3, 4] and checkpoints.load(running)["epoch"] == 4
+    resumed = fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path, results_path=tmp_path / "r.csv",
+                          progress=False, on_epoch_end=lambda epoch, record: trained.append(epoch))
+    assert trained[4] == 5  # epochs 1-4 are not trained again
+    for a, b in zip(whole, resumed):
+        assert a.history == b.history and a.test == b.test and a.best_epoch == b.best_epoch
 
 
 def test_a_run_whose_loss_turns_non_finite_ends_alone(tmp_path):

@@ -9,7 +9,7 @@ from fmrec_lib import cli
 from fmrec_lib import checkpoints
 from fmrec_lib.results import COLUMNS, find_run, read_results
 from fmrec_lib.train import LossTracker, NonFiniteLossError, TrainConfig, evaluate_model, fit, load_model, run_config_hash
-from synthetic import TINY_FMREC, cyclic_dataset, write_sequences
+from synthetic import TINY_FMREC, FakeClock, cyclic_dataset, write_sequences
 
 FAST = dict(epochs=4, batch_size=64, eval_every=3, lr=3e-3)  # the paper profile validates after epoch 4
 
@@ -61,6 +61,36 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert resumed.history == whole.history  # every epoch's losses and validation metrics
     assert resumed.test == whole.test and resumed.best_epoch == whole.best_epoch
     assert resumed.wall_time_s > ckpt["wall_time_s"] > 0  # the interrupted part is counted
+
+
+def test_a_deadline_stop_keeps_every_trained_epoch_and_resumes_exactly(tmp_path, monkeypatch):
+    """Stopped by a deadline between validations (after epoch 4; validations follow epochs 3 and 5), the run
+    writes its running checkpoint after epoch 4, not only at epoch 3, and resumes from there to the
+    numbers of an uninterrupted run."""
+    from fmrec_lib import train
+    from fmrec_lib.train import DeadlineReached
+
+    ds = cyclic_dataset(80)
+    cfg, tconf = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=6, eval_every=2, patience=10)
+    whole = fit(ds, "fmrec", cfg, tconf, device="cpu", results_path=None, progress=False)
+    clock = FakeClock()
+    monkeypatch.setattr(train, "time", clock)
+    trained = []
+
+    def at_4(epoch, record):
+        trained.append(epoch)
+        if epoch == 4:
+            clock.jump()
+
+    with pytest.raises(DeadlineReached, match="after epoch 4"):
+        fit(ds, "fmrec", cfg, tconf, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
+            on_epoch_end=at_4, deadline=clock.time() + 3600)
+    assert trained == [1, 2, 3, 4]
+    assert checkpoints.load(_resume_file(tmp_path))["epoch"] == 4
+    resumed = fit(ds, "fmrec", cfg, tconf, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
+                  on_epoch_end=lambda epoch, record: trained.append(epoch))
+    assert trained[4:] == [5, 6]  # epochs 1-4 are not trained again
+    assert resumed.history == whole.history and resumed.test == whole.test and resumed.best_epoch == whole.best_epoch
 
 
 def test_checkpoint_of_another_config_is_not_silently_reused(tmp_path):

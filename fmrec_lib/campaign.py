@@ -223,6 +223,38 @@ def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
     return min(most, prior) if prior else most
 
 
+def epochs_done(ctx: Context, job: PlannedJob, stack: int = 1) -> int:
+    """Epochs an interrupted run of ``job`` has trained already in the context's store (a
+    deadline stopped it: a second call in the same window, or a cluster job requeued): the epoch
+    of its running checkpoint or, when the campaign stacks runs (``stack`` > 1), of an
+    interrupted stack holding it, which is then resumed; 0 when it starts afresh."""
+    from . import checkpoints
+    from .stacked import interrupted_stacks
+
+    if not isinstance(job.spec, RunSpec) or job.config_hash is None:
+        return 0
+    folder = ctx.store.checkpoints
+    if stack > 1:
+        for earlier in interrupted_stacks(folder, job.model):
+            if job.config_hash in earlier["members"] and job.config_hash not in earlier.get("ended", []):
+                return checkpoints.saved_epoch(Path(earlier["path"]).with_suffix(".pt")) or 0
+    return checkpoints.saved_epoch(checkpoints.running_path(folder, job.model, job.config_hash)) or 0
+
+
+def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max", stack: int = 1) -> tuple[int, int]:
+    """(the epochs ``job``'s run is budgeted for in all, the epochs it has trained already): a
+    resumed run needs only the rest; one that has run past its expected epochs is budgeted to
+    its next validation at least."""
+    total = planned_epochs(ctx, job.spec, mode)
+    done = epochs_done(ctx, job, stack)
+    if done and done >= total:
+        from .train import TrainConfig
+
+        _, tc = ctx.configs(job.spec.model, job.spec.seed, **job.spec.overrides)
+        total = min(_max_epochs(ctx, job.spec), done + int(tc.get("eval_every", TrainConfig.eval_every)))
+    return total, min(done, total)
+
+
 def _job_context(payload: dict) -> Context:
     """The context a worker runs a job's payload in (:meth:`PlannedJob.payload`)."""
     ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
@@ -334,15 +366,34 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     return outs
 
 
-def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int
-                    ) -> list[PlannedJob]:
+def _interrupted_stack_of(ctx: Context, job: PlannedJob, stack: int) -> dict | None:
+    """The interrupted stack in the context's store that holds ``job``'s unfinished run (when the
+    campaign stacks runs), or None."""
+    from .stacked import interrupted_stacks
+
+    if stack <= 1 or job.solo or not isinstance(job.spec, RunSpec) or job.config_hash is None:
+        return None
+    return next((earlier for earlier in interrupted_stacks(ctx.store.checkpoints, job.model)
+                 if job.config_hash in earlier["members"] and job.config_hash not in earlier.get("ended", [])), None)
+
+
+def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int,
+                    earlier: dict | None = None) -> list[PlannedJob]:
     """Up to ``stack - 1`` pending jobs (in priority order) whose runs can train in one stack with
-    ``job``'s: same dataset and stack key (:func:`fmrec_lib.stacked.stack_key`), none recorded yet."""
+    ``job``'s: same dataset and stack key (:func:`fmrec_lib.stacked.stack_key`), none recorded yet.
+    With ``earlier``, the interrupted stack holding ``job`` (:func:`_interrupted_stack_of`): its
+    other unfinished runs, so that the stack resumes where it stopped."""
     from .runs import _resolve, find
     from .stacked import stack_key
 
     if stack <= 1 or job.solo or not isinstance(job.spec, RunSpec) or find(ctx, job.spec) is not None:
         return []
+    if earlier is not None:
+        running_hashes = {j.config_hash for j in running}
+        ended = set(earlier.get("ended", []))
+        by_hash = {o.config_hash: o for o in pending if o is not job and _resolve_tuned(ctx, o)}
+        return [by_hash[h] for h in earlier["members"] if h in by_hash and h != job.config_hash
+                and h not in ended and h not in running_hashes and find(ctx, by_hash[h].spec) is None]
 
     def key(j: PlannedJob):
         _, mc, tc = _resolve(ctx, j.spec)
@@ -388,17 +439,20 @@ STEADY_EPOCH = 2  # the first epoch carries start-up and compilation: judge the 
 
 
 def _fit_check(ctx: Context, spec: RunSpec, epochs_budget: int | None = None):
-    """An ``on_epoch_end`` hook: after the first steady epoch, give up at once if the measured
-    speed says the run cannot reach its budgeted epochs (default: its maximum) before the deadline."""
+    """An ``on_epoch_end`` hook: after the first steady epoch this process trains (a resumed run
+    counts from where it resumed), give up at once if the measured speed says the run cannot
+    reach its budgeted epochs (in all; default: its maximum) before the deadline."""
     budget = epochs_budget or _max_epochs(ctx, spec)
+    seen: list[int] = []
 
     def check(epoch: int, record: dict) -> None:
-        if epoch == min(STEADY_EPOCH, budget) and ctx.deadline is not None:
+        seen.append(epoch)
+        if len(seen) == STEADY_EPOCH and epoch < budget and ctx.deadline is not None:
             seconds = record.get("seconds", 0.0)
             projected = time.time() + seconds * (budget - epoch) * EVAL_OVERHEAD
             if projected > ctx.deadline:
-                raise DoesNotFit(f"{spec.name}: {seconds:.2f} s per epoch x {budget} epochs does not fit the "
-                                 f"{ctx.deadline - time.time():.0f} s left", seconds)
+                raise DoesNotFit(f"{spec.name}: {seconds:.2f} s per epoch x {budget - epoch} more epochs (of "
+                                 f"{budget}) does not fit the {ctx.deadline - time.time():.0f} s left", seconds)
     return check
 
 
@@ -490,14 +544,16 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     speeds = _known_speeds(ctx)
     if dry_run:
         plan_rows = [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
-                      "estimate_s": _estimate(ctx, j, speeds, epochs_estimate)} for j in pending]
+                      "estimate_s": _estimate(ctx, j, speeds, epochs_estimate, stack),
+                      "resumes_after_epoch": epochs_done(ctx, j, stack)} for j in pending]
         if stack > 1:  # the stacks the priority order would form, time aside: each job's stack leader
             left, leaders = list(pending), {}
             for j in pending:
                 if j not in left:
                     continue
                 left.remove(j)
-                partners = _stack_partners(ctx, j, left, [], stack) if isinstance(j.spec, RunSpec) else []
+                partners = (_stack_partners(ctx, j, left, [], stack, _interrupted_stack_of(ctx, j, stack))
+                            if isinstance(j.spec, RunSpec) else [])
                 for member in (j, *partners):
                     leaders[id(member)] = j.name
                 for other in partners:
@@ -523,30 +579,31 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
             starting: list[tuple[PlannedJob, dict]] = []
             while capacity is None or len(in_flight) + len(starting) < capacity:
                 running = [*_flat(in_flight.values()), *(j for j, _ in starting)]
-                job = _next_startable(ctx, pending, running, speeds, t_end, epochs_estimate)
+                job = _next_startable(ctx, pending, running, speeds, t_end, epochs_estimate, stack)
                 if job is None:
                     break
                 pending.remove(job)
-                partners = _stack_partners(ctx, job, pending, running, stack)
+                earlier = _interrupted_stack_of(ctx, job, stack)
+                partners = _stack_partners(ctx, job, pending, running, stack, earlier)
                 members = [job, *partners]
-                known = speeds.get(speed_key(ctx, job.spec, len(members)))
-                if partners and known is not None and known * max(planned_epochs(ctx, m.spec, epochs_estimate)
-                                                                  for m in members) * EVAL_OVERHEAD > \
-                        t_end - time.time() - SAFETY_S:
-                    partners = []  # this stack's measured speed does not fit the time left: the job alone
-                if partners:
+                known = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else len(members)))
+                budgets = [epochs_budget(ctx, m, epochs_estimate, stack) for m in members]
+                if partners and known is not None and known * max(total - done for total, done in budgets) * \
+                        EVAL_OVERHEAD > t_end - time.time() - SAFETY_S:
+                    partners, earlier = [], None  # this stack's measured speed does not fit the time left: alone
+                if partners or earlier is not None:  # a stack, or the rest of an interrupted one
                     for other in partners:
                         pending.remove(other)
                     clog.write("start stack", names=[m.name for m in members],
                                config_hashes=[m.config_hash for m in members], dataset=job.dataset, model=job.model,
-                               time_left_s=_seconds_left(t_end))
-                    payloads = [m.payload(ctx, t_end, planned_epochs(ctx, m.spec, epochs_estimate)) for m in members]
+                               resumes_after_epoch=max(done for _, done in budgets), time_left_s=_seconds_left(t_end))
+                    payloads = [m.payload(ctx, t_end, total) for m, (total, _) in zip(members, budgets)]
                     in_flight[pool.submit(execute_stack, payloads)] = members
                     continue
-                budget = planned_epochs(ctx, job.spec, epochs_estimate)
+                budget, done = epochs_budget(ctx, job, epochs_estimate)
                 clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
                            estimate_s=_estimate(ctx, job, speeds, epochs_estimate), epochs_budget=budget,
-                           time_left_s=_seconds_left(t_end))
+                           resumes_after_epoch=done, time_left_s=_seconds_left(t_end))
                 payload = job.payload(ctx, None if cluster else t_end, budget, device=job_device)
                 if separate:
                     payload.update(output_dir=str(_job_root(ctx, job)),
@@ -690,10 +747,11 @@ def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> Non
         clog.write("sampling cost", dataset=dataset, device=ctx.device_label, wall_s=round(time.time() - t0, 1))
 
 
-def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str = "max") -> float | None:
+def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str = "max",
+              stack: int = 1) -> float | None:
     """Seconds a job needs: none to train when its run is recorded and its model is here (only
-    sweeps are left), else measured seconds per epoch x budgeted epochs x validations; None
-    while its kind's speed is unknown."""
+    sweeps are left), else measured seconds per epoch x the budgeted epochs it has not trained
+    yet x validations; None while its kind's speed is unknown."""
     from .runs import find
 
     if not isinstance(job.spec, RunSpec):
@@ -702,11 +760,14 @@ def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str
     if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
         return 0.0
     s = speeds.get(speed_key(ctx, job.spec))
-    return None if s is None else round(s * planned_epochs(ctx, job.spec, mode) * EVAL_OVERHEAD, 1)
+    if s is None:
+        return None
+    total, done = epochs_budget(ctx, job, mode, stack)
+    return round(s * (total - done) * EVAL_OVERHEAD, 1)
 
 
 def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float,
-                    epochs_estimate: str = "max") -> PlannedJob | None:
+                    epochs_estimate: str = "max", stack: int = 1) -> PlannedJob | None:
     """The first pending job (in priority order) that is resolvable, not a duplicate of a
     running one, not done meanwhile, and whose estimate fits the time left. A later-seed job
     that resolves to a run another pending job also needs is merged into that job."""
@@ -723,7 +784,7 @@ def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_
         if _is_done(ctx, job):
             pending.remove(job)
             continue
-        estimate = _estimate(ctx, job, speeds, epochs_estimate)
+        estimate = _estimate(ctx, job, speeds, epochs_estimate, stack)
         if left <= 0 or (estimate is not None and estimate > left):
             continue
         return job

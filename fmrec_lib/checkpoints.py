@@ -75,6 +75,17 @@ def load(path: str | Path, *, kind: str | None = None) -> dict:
     return ckpt
 
 
+def saved_epoch(path: str | Path) -> int | None:
+    """The epoch a running or stack checkpoint was written after, read without loading its
+    tensors (memory-mapped); None if there is no such file or it cannot be read."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ckpt["epoch"])
+    except Exception:  # missing, damaged or foreign: the run will say so when it starts
+        return None
+
+
 def without_training_only(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """A state dict without the parameters only training reads (detached CPU copies)."""
     return {k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith(prefixes)}

@@ -218,3 +218,86 @@ def test_the_runs_of_a_stack_that_does_not_fit_run_alone(roots, monkeypatch):
     rows = read_results(out / "results" / "smoke" / "runs.csv")
     fmrec = rows[rows["model"] == "fmrec"].drop_duplicates("run_id")
     assert len(fmrec) == 2 and not any("stacked" in json.loads(r) for r in fmrec["runtime"])
+
+
+def _interrupt_after_epoch_4(ctx, monkeypatch, module):
+    """Make the next training in ``ctx`` stop at a deadline after epoch 4 (a fake clock in ``module``)."""
+    import time
+
+    from synthetic import FakeClock
+
+    clock = FakeClock()
+    monkeypatch.setattr(module, "time", clock)
+    ctx.deadline = time.time() + 3600
+    ctx.epoch_hook = lambda epoch, record: clock.jump() if epoch == 4 else None
+    return clock
+
+
+def test_a_run_stopped_by_a_deadline_is_budgeted_for_the_rest_and_resumed(roots, monkeypatch):
+    """The second call of a window: a run that a deadline stopped after epoch 4 of 6 is estimated for its
+    2 remaining epochs (not 6), logged as resumed, and finished from its checkpoint."""
+    import time
+
+    from fmrec_lib import train
+    from fmrec_lib.runs import run, spec_hash
+    from fmrec_lib.train import DeadlineReached
+
+    out = roots / "repo"
+    ctx = Context.create("smoke", "cpu", out, progress=False)
+    spec = RunSpec("ml-100k", "fmrec", 1997, {"epochs": 6, "eval_every": 2})
+    job = campaign.PlannedJob(spec.name, spec, [], (0,), ["x"], spec_hash(ctx, spec))
+    assert campaign.epochs_done(ctx, job) == 0 and campaign.epochs_budget(ctx, job) == (6, 0)
+    _interrupt_after_epoch_4(ctx, monkeypatch, train)
+    with pytest.raises(DeadlineReached):
+        run(ctx, spec)
+    monkeypatch.setattr(train, "time", time)  # the real clock again
+    assert campaign.epochs_done(ctx, job) == 4 and campaign.epochs_budget(ctx, job) == (6, 4)
+    assert campaign.epochs_done(ctx, job, stack=4) == 4  # no interrupted stack holds it: its own checkpoint
+    speeds = {campaign.speed_key(ctx, spec): 10.0}
+    assert campaign._estimate(ctx, job, speeds) == pytest.approx(10.0 * 2 * campaign.EVAL_OVERHEAD)
+    # the first steady epoch of this call is the resumed run's second (epoch 6 of 6: nothing left to check)
+    check = campaign._fit_check(ctx, spec, 300)
+    ctx.deadline = time.time() + 10
+    check(201, {"seconds": 1.0})
+    with pytest.raises(campaign.DoesNotFit, match="98 more epochs"):
+        check(202, {"seconds": 1.0})
+    trained = []
+    monkeypatch.setattr(campaign, "_fit_check", lambda ctx, spec, budget=None: lambda e, r: trained.append(e))
+    outcome = campaign.execute_job(job.payload(ctx, time.time() + 600, 6))
+    assert outcome["status"] == "done" and outcome["epochs_run"] == 6 and trained == [5, 6]
+    assert campaign.epochs_done(ctx, job) == 0  # recorded: the running checkpoint is gone
+    rows = read_results(ctx.store.runs)
+    assert rows["config_hash"].eq(job.config_hash).any()
+
+
+def test_an_interrupted_stack_is_resumed_with_its_own_members(roots, monkeypatch):
+    """With --stack, a job whose run sits in an interrupted stack takes that stack's other unfinished runs
+    as partners (not whatever the priority order would pick), and is budgeted from the stack's epoch."""
+    from fmrec_lib import stacked
+    from fmrec_lib.runs import run_stacked, spec_hash
+    from fmrec_lib.train import DeadlineReached
+
+    out = roots / "repo"
+    ctx = Context.create("smoke", "cpu", out, progress=False)
+    specs = [RunSpec("ml-100k", "fmrec", seed, {"epochs": 6, "eval_every": 2}) for seed in (1997, 1998, 1999)]
+    jobs = [campaign.PlannedJob(s.name, s, [], (0,), ["x"], spec_hash(ctx, s)) for s in specs]
+    _interrupt_after_epoch_4(ctx, monkeypatch, stacked)
+    with pytest.raises(DeadlineReached):
+        run_stacked(ctx, [specs[0], specs[2]])
+    earlier = campaign._interrupted_stack_of(ctx, jobs[0], 4)
+    assert earlier is not None and campaign._interrupted_stack_of(ctx, jobs[1], 4) is None
+    assert campaign._interrupted_stack_of(ctx, jobs[0], 1) is None  # not stacking: not resumed as a stack
+    # the priority order would pair 1997 with 1998; the interrupted stack pairs it with 1999
+    assert campaign._stack_partners(ctx, jobs[0], jobs[1:], [], 4) == [jobs[1], jobs[2]]
+    assert campaign._stack_partners(ctx, jobs[0], jobs[1:], [], 4, earlier) == [jobs[2]]
+    assert campaign.epochs_done(ctx, jobs[0], 4) == 4 and campaign.epochs_done(ctx, jobs[0], 1) == 0
+    assert campaign.epochs_budget(ctx, jobs[2], "max", 4) == (6, 4)
+    monkeypatch.setattr(stacked, "time", __import__("time"))
+    import time
+
+    trained = []
+    monkeypatch.setattr(campaign, "_fit_check", lambda ctx, spec, budget=None: lambda e, r: trained.append(e))
+    outcomes = campaign.execute_stack([j.payload(ctx, time.time() + 600, 6) for j in (jobs[0], jobs[2])])
+    assert [o["status"] for o in outcomes] == ["done", "done"] and all(o["epochs_run"] == 6 for o in outcomes)
+    assert trained == [5, 6]  # resumed, not started again
+    assert not list(ctx.store.checkpoints.glob("fmrec-stack-*"))  # the stack is over

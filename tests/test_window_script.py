@@ -65,3 +65,19 @@ def test_no_cache_archive_when_too_big_or_empty(tmp_path, fill, max_mb, message)
     assert "window done" in log
     if message:
         assert message in log
+
+
+def test_the_campaign_writes_under_the_window_root_that_a_second_call_finds(tmp_path, data_dir):
+    """The campaign's output root is a git-ignored folder (WINDOW_ROOT), not the committed results/: a
+    second call on the same warm machine gets a fresh copy of the tracked files but keeps that folder,
+    so it sees what the first call recorded and resumes the runs a deadline stopped."""
+    root = tmp_path / "window"
+    out = _window(tmp_path, tmp_path / "cache", BUDGET="60", WINDOW_ROOT=str(root), JOBS="1",
+                  FMREC_DATA_DIR=str(data_dir))
+    log = (root / "results" / "smoke" / "campaign.log.jsonl").read_text()
+    assert '"campaign start"' in log and '"campaign end"' in log
+    assert f"window root {root} at start: 0 interrupted runs or stacks to resume" in (out / "env.txt").read_text()
+    with tarfile.open(out / "results-smoke.tar.gz") as tar:  # the archive packs that root's results
+        assert any(Path(n).name == "campaign.log.jsonl" for n in tar.getnames())
+    again = _window(tmp_path / "second", tmp_path / "cache", BUDGET="0", WINDOW_ROOT=str(root))
+    assert f"window root {root} at start:" in (again / "env.txt").read_text()

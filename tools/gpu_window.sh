@@ -15,12 +15,15 @@
 # tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead), COMPILE_CACHE (the folder
 # holding torch.compile's caches, default .compile_cache: carry it into the next window to skip most
 # of each compilation), COMPILE_CACHE_MAX_MB (15: a bigger packed cache is not sent back) and STACK
-# (the campaign's --stack: up to K compatible runs trained as one stack in one worker; default 1).
+# (the campaign's --stack: up to K compatible runs trained as one stack in one worker; default 1),
+# WINDOW_ROOT (runs/window): the campaign's output root, git-ignored, so that a second call on the
+# same warm machine (BENCH=0) finds what the first one recorded and the runs a deadline stopped
+# (their running checkpoints), and resumes them; the committed results/ are read, never written.
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
 BUDGET=${BUDGET:-540} SIZE=${SIZE:-paper} DEVICE=${DEVICE:-cuda} JOBS=${JOBS:-4} ESTIMATE=${ESTIMATE:-expected}
-BENCH=${BENCH:-1} STACK=${STACK:-1}
+BENCH=${BENCH:-1} STACK=${STACK:-1} WINDOW_ROOT=${WINDOW_ROOT:-runs/window}
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg FMREC_DATA_DIR=${FMREC_DATA_DIR:-data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # JOBS worker processes share the CPU cores
 mkdir -p "$OUT"
@@ -36,7 +39,9 @@ left() { echo $((BUDGET - ($(date +%s) - T0))); }
 { date -u; nvidia-smi 2>&1 || echo "no nvidia-smi"; python -c "import torch, sys; print(sys.version); \
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git log -1 --oneline 2>/dev/null; \
   python -c "import os; print('compile cache', os.environ['TORCHINDUCTOR_CACHE_DIR'])"; \
-  echo "compile cache at start: $(find "$COMPILE_CACHE" -type f | wc -l) files, $(du -sk "$COMPILE_CACHE" | cut -f1) KiB"; } \
+  echo "compile cache at start: $(find "$COMPILE_CACHE" -type f | wc -l) files, $(du -sk "$COMPILE_CACHE" | cut -f1) KiB"; \
+  echo "window root $WINDOW_ROOT at start: $(find "$WINDOW_ROOT/checkpoints" -name '*.pt' ! -name '*.best.pt' 2>/dev/null | wc -l)" \
+    "interrupted runs or stacks to resume, $(find "$WINDOW_ROOT/checkpoints" -name '*.best.pt' 2>/dev/null | wc -l) trained models"; } \
   > "$OUT/env.txt" 2>&1
 
 bench() {  # dataset, timeout seconds, variants...: one process, one JSON line per variant
@@ -56,6 +61,7 @@ fi
 DEADLINE=$(( $(left) - 25 ))
 if [ "$DEADLINE" -gt 30 ]; then
   python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --jobs "$JOBS" \
+    --output-dir "$WINDOW_ROOT" \
     --epochs-estimate "$ESTIMATE" --stack "$STACK" ${SPEED:+--speed "$SPEED"} --archive "$OUT/results-$SIZE.tar.gz" \
     > "$OUT/campaign.json" 2> "$OUT/campaign.log"
   echo "campaign exit $?" >> "$OUT/campaign.log"

@@ -37,3 +37,18 @@ class FakeClock:
 
     def jump(self):
         self.offset = 1e9
+
+
+def deadline_after_epoch(monkeypatch, module, epoch: int = 4):
+    """A fake clock in library ``module`` (``fmrec_lib.train`` or ``fmrec_lib.stacked``) that passes
+    any deadline once ``epoch`` is trained. Returns (a deadline, the on_epoch_end hook that moves
+    the clock, the list of epochs the hook has seen)."""
+    clock = FakeClock()
+    monkeypatch.setattr(module, "time", clock)
+    trained: list[int] = []
+
+    def hook(e: int, record: dict) -> None:
+        trained.append(e)
+        if e == epoch:
+            clock.jump()
+    return clock.time() + 3600, hook, trained

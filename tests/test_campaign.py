@@ -222,15 +222,9 @@ def test_the_runs_of_a_stack_that_does_not_fit_run_alone(roots, monkeypatch):
 
 def _interrupt_after_epoch_4(ctx, monkeypatch, module):
     """Make the next training in ``ctx`` stop at a deadline after epoch 4 (a fake clock in ``module``)."""
-    import time
+    from synthetic import deadline_after_epoch
 
-    from synthetic import FakeClock
-
-    clock = FakeClock()
-    monkeypatch.setattr(module, "time", clock)
-    ctx.deadline = time.time() + 3600
-    ctx.epoch_hook = lambda epoch, record: clock.jump() if epoch == 4 else None
-    return clock
+    ctx.deadline, ctx.epoch_hook, _ = deadline_after_epoch(monkeypatch, module)
 
 
 def test_a_run_stopped_by_a_deadline_is_budgeted_for_the_rest_and_resumed(roots, monkeypatch):

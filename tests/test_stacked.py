@@ -8,7 +8,7 @@ from fmrec_lib.models import build_model
 from fmrec_lib.results import read_results
 from fmrec_lib.stacked import fit_stacked, interrupted_stacks, stack_key, stack_paths, stacked_loss
 from fmrec_lib.train import fit, load_model, resolve_configs
-from synthetic import TINY_FMREC, FakeClock, cyclic_dataset
+from synthetic import TINY_FMREC, cyclic_dataset, deadline_after_epoch
 
 FAST = dict(epochs=6, batch_size=64, eval_every=2, lr=3e-3)  # the paper profile validates after epochs 3 and 5
 TINY = {"fmrec": TINY_FMREC, "diffurec": dict(hidden=32, heads=2, max_len=8), "sasrec": dict(hidden=32, heads=2, max_len=8)}
@@ -174,17 +174,10 @@ def test_a_stack_stopped_by_a_deadline_keeps_every_trained_epoch(tmp_path, monke
     cfg = dict(TINY_FMREC, hidden=16)
     configs = [(cfg, dict(FAST, seed=1)), (dict(cfg, beta=1.0), dict(FAST, seed=2))]
     whole = fit_stacked(ds, "fmrec", configs, device="cpu", progress=False)
-    clock = FakeClock()
-    monkeypatch.setattr(stacked, "time", clock)
-    trained = []
-
-    def at_4(epoch, record):
-        trained.append(epoch)
-        if epoch == 4:
-            clock.jump()
+    deadline, at_4, trained = deadline_after_epoch(monkeypatch, stacked)
     with pytest.raises(DeadlineReached):
         fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path, results_path=tmp_path / "r.csv",
-                    progress=False, on_epoch_end=at_4, deadline=clock.time() + 3600)
+                    progress=False, on_epoch_end=at_4, deadline=deadline)
     (running,) = tmp_path.glob("fmrec-stack-*.pt")
     assert trained == [1, 2, 3, 4] and checkpoints.load(running)["epoch"] == 4
     resumed = fit_stacked(ds, "fmrec", configs, device="cpu", checkpoint_dir=tmp_path, results_path=tmp_path / "r.csv",

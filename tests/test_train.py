@@ -9,7 +9,7 @@ from fmrec_lib import cli
 from fmrec_lib import checkpoints
 from fmrec_lib.results import COLUMNS, find_run, read_results
 from fmrec_lib.train import LossTracker, NonFiniteLossError, TrainConfig, evaluate_model, fit, load_model, run_config_hash
-from synthetic import TINY_FMREC, FakeClock, cyclic_dataset, write_sequences
+from synthetic import TINY_FMREC, cyclic_dataset, deadline_after_epoch, write_sequences
 
 FAST = dict(epochs=4, batch_size=64, eval_every=3, lr=3e-3)  # the paper profile validates after epoch 4
 
@@ -73,18 +73,10 @@ def test_a_deadline_stop_keeps_every_trained_epoch_and_resumes_exactly(tmp_path,
     ds = cyclic_dataset(80)
     cfg, tconf = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=6, eval_every=2, patience=10)
     whole = fit(ds, "fmrec", cfg, tconf, device="cpu", results_path=None, progress=False)
-    clock = FakeClock()
-    monkeypatch.setattr(train, "time", clock)
-    trained = []
-
-    def at_4(epoch, record):
-        trained.append(epoch)
-        if epoch == 4:
-            clock.jump()
-
+    deadline, at_4, trained = deadline_after_epoch(monkeypatch, train)
     with pytest.raises(DeadlineReached, match="after epoch 4"):
         fit(ds, "fmrec", cfg, tconf, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,
-            on_epoch_end=at_4, deadline=clock.time() + 3600)
+            on_epoch_end=at_4, deadline=deadline)
     assert trained == [1, 2, 3, 4]
     assert checkpoints.load(_resume_file(tmp_path))["epoch"] == 4
     resumed = fit(ds, "fmrec", cfg, tconf, device="cpu", checkpoint_dir=tmp_path, results_path=None, progress=False,

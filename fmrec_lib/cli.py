@@ -281,6 +281,18 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def _cmd_pick_speed(args) -> int:
+    from .planning import fastest_setting, read_bench
+
+    best = fastest_setting(read_bench(args.bench), args.dataset, args.model, args.device)
+    if best is None:
+        raise ValueError(f"no bench line of {args.model} on {args.dataset} that the campaign can run in "
+                         f"{', '.join(map(str, args.bench))}")
+    print(json.dumps(best), file=sys.stderr)
+    print(best["speed"] or "-", best["stack"])  # what tools/gpu_window.sh reads: SPEED ("-": none) and STACK
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -354,6 +366,12 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--size", default="paper", choices=SIZES)
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
 
+    p = sub.add_parser("pick-speed", help="the fastest per-run setting the campaign can use, from bench lines")
+    p.add_argument("bench", nargs="+", help="bench JSON-lines files (this window's, and earlier ones)")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--model", default="fmrec")
+    p.add_argument("--device", default=None, help="bench lines of this device (default: the last line's)")
+
     for name in ("train", "bench"):
         p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")
         p.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))} or a file path")
@@ -425,6 +443,8 @@ def _dispatch(args, fields) -> int:
             return _cmd_campaign(args)
         if args.command == "merge":
             return _cmd_merge(args)
+        if args.command == "pick-speed":
+            return _cmd_pick_speed(args)
         return _cmd_bench(args, fields["bench_model"])
     except KeyboardInterrupt:
         print("interrupted: a running checkpoint (if any) is kept; the same command resumes it", file=sys.stderr)

@@ -70,6 +70,45 @@ def speed_for(rows: list[dict], dataset: str, model: str, setting: str, samples:
     return None, "none"
 
 
+def parse_variant(variant: str) -> dict[str, str]:
+    """A bench ``--variant`` string (``k=v,k=v``; "" for eager fp32) as a dict of its settings."""
+    pairs = {}
+    for part in filter(None, (variant or "").split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"bench variant {variant!r}: {part!r} is not KEY=VALUE")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def fastest_setting(rows: list[dict], dataset: str = "ml-100k", model: str = "fmrec",
+                    device: str | None = None) -> dict | None:
+    """Among the bench lines of ``dataset`` and ``model`` (on ``device``, default: the device of
+    the last such line) whose variant the campaign can run (its speed fields and ``stack``), the
+    one with the fewest seconds per run-epoch (a stack's epoch of all its runs divided by their
+    number): ``{"speed": "k=v,...", "stack": K, "s_per_run_epoch": s, "variant": ..., "device": ...}``,
+    or None when there is none. Settings that change what a run is (bf16 autocast, the model's
+    fields) are never picked: they are not speed fields."""
+    from .train import TrainConfig
+
+    mine = [r for r in rows if r.get("dataset") == dataset and r.get("model") == model]
+    if not mine:
+        return None
+    device = device or mine[-1].get("device")
+    allowed = set(TrainConfig.SPEED_FIELDS) | {"stack"}
+    best = None
+    for row in mine:
+        settings = parse_variant(_variant(row))
+        if row.get("device") != device or not set(settings) <= allowed:
+            continue
+        per_run = float(row.get("s_per_run_epoch") or row["s_per_epoch"])
+        if best is None or per_run < best["s_per_run_epoch"]:
+            stack = int(settings.pop("stack", row.get("stack") or 1))
+            best = {"speed": ",".join(f"{k}={v}" for k, v in settings.items()), "stack": stack,
+                    "s_per_run_epoch": per_run, "variant": _variant(row), "device": device}
+    return best
+
+
 def suite_estimate(ctx: Context, bench_rows: list[dict], setting: str = "", *, epochs_mode: str = "expected",
                    compile_s: float = 40.0, device: str | None = None) -> pd.DataFrame:
     """One row per pending job of the campaign's plan at the context's size: dataset, model,

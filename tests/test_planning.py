@@ -90,3 +90,39 @@ def test_the_command_prints_the_table_and_one_json_line(ctx, tmp_path, capsys):
     assert out[0].startswith("| dataset |") and "| ml-100k | fmrec |" in "\n".join(out)
     summary = json.loads(out[-1])
     assert summary["window_s"] == 100 and summary["unpriced_jobs"] > 0 and summary["windows"] >= 1
+
+
+def _bench_row(variant, s, stack=1, device="GPU A", model="fmrec", dataset="ml-100k"):
+    return {"dataset": dataset, "model": model, "variant": variant, "device": device, "stack": stack,
+            "s_per_epoch": s * stack, "s_per_run_epoch": s}
+
+
+def test_the_fastest_runnable_setting_is_picked_per_run_and_per_device():
+    rows = [_bench_row("", 3.0), _bench_row("tf32=true,fused_adam=true", 2.0),
+            _bench_row("tf32=true,fused_adam=true,stack=4", 0.6, stack=4),  # 2.4 s per stack epoch, 0.6 per run
+            _bench_row("tf32=true,amp_bf16=true", 0.1),  # bf16 autocast changes the run: never picked
+            _bench_row("hidden=64", 0.1),  # a model field: not a speed setting
+            _bench_row("tf32=true,stack=8", 0.05, stack=8, device="GPU B"),  # another kind of GPU
+            _bench_row("", 0.01, model="sasrec")]
+    best = planning.fastest_setting(rows, device="GPU A")
+    assert best == {"speed": "tf32=true,fused_adam=true", "stack": 4, "s_per_run_epoch": 0.6,
+                    "variant": "tf32=true,fused_adam=true,stack=4", "device": "GPU A"}
+    default = planning.fastest_setting(rows)  # default device: that of the last line of the dataset and model
+    assert default["device"] == "GPU B" and default["stack"] == 8 and default["speed"] == "tf32=true"
+    assert planning.fastest_setting(rows, device="GPU C") is None
+    assert planning.fastest_setting(rows[:1], device="GPU A")["speed"] == ""
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        planning.parse_variant("tf32")
+
+
+def test_pick_speed_prints_what_the_window_script_reads(tmp_path, capsys):
+    from fmrec_lib import cli
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n".join(json.dumps(r) for r in [_bench_row("", 3.0), _bench_row("tf32=true,stack=4", 0.5, 4)]))
+    assert cli.main(["pick-speed", str(bench)]) == 0
+    assert capsys.readouterr().out.split() == ["tf32=true", "4"]
+    bench.write_text(json.dumps(_bench_row("", 3.0)))
+    assert cli.main(["pick-speed", str(bench)]) == 0
+    assert capsys.readouterr().out.split() == ["-", "1"]  # eager: no speed settings
+    assert cli.main(["pick-speed", str(bench), "--model", "sasrec"]) != 0  # nothing to pick: an error, not a guess

@@ -81,3 +81,19 @@ def test_the_campaign_writes_under_the_window_root_that_a_second_call_finds(tmp_
         assert any(Path(n).name == "campaign.log.jsonl" for n in tar.getnames())
     again = _window(tmp_path / "second", tmp_path / "cache", BUDGET="0", WINDOW_ROOT=str(root))
     assert f"window root {root} at start:" in (again / "env.txt").read_text()
+
+
+def test_auto_speed_takes_the_fastest_per_run_setting_of_this_gpu_kind(tmp_path):
+    """AUTO_SPEED=1: the campaign's SPEED and STACK come from the bench lines of this device kind, those of
+    this window's first call included (kept in WINDOW_ROOT, since $OUT is emptied between calls)."""
+    import json
+
+    root = tmp_path / "window"
+    root.mkdir()
+    here = "cpu (2 threads)"  # what the script's python sees with OMP_NUM_THREADS=2
+    lines = [{"dataset": "ml-100k", "model": "fmrec", "variant": v, "device": d, "stack": k, "s_per_epoch": s * k,
+              "s_per_run_epoch": s} for v, d, k, s in [("", here, 1, 3.0), ("tf32=true,stack=4", here, 4, 0.5),
+                                                        ("tf32=true,stack=8", "another GPU", 8, 0.1)]]
+    (root / "bench.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")  # as a first call left it
+    out = _window(tmp_path, tmp_path / "cache", AUTO_SPEED="1", OMP_NUM_THREADS="2", WINDOW_ROOT=str(root))
+    assert f"auto speed on {here}: SPEED=tf32=true STACK=4" in (out / "bench.log").read_text()

@@ -19,6 +19,9 @@
 # WINDOW_ROOT (runs/window): the campaign's output root, git-ignored, so that a second call on the
 # same warm machine (BENCH=0) finds what the first one recorded and the runs a deadline stopped
 # (their running checkpoints), and resumes them; the committed results/ are read, never written.
+# AUTO_SPEED=1 replaces SPEED and STACK by the fastest per-run setting the bench lines of this GPU
+# kind show (`python -m fmrec_lib pick-speed`: results/<size>/benchmarks/ and this window's lines, which
+# the script also keeps in $WINDOW_ROOT/bench.jsonl, so that a second call picks the same setting).
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -56,6 +59,26 @@ if [ "$BENCH" = 1 ]; then
     --variant tf32=true,fused_adam=true,amp_bf16=true --variant tf32=true,fused_adam=true,stack=4 \
     --variant tf32=true,fused_adam=true,compile=true}
   [ "${BENCH_BEAUTY:-1}" = 1 ] && bench beauty "${BENCH_LIMIT_BEAUTY:-60}" ${BENCH_VARIANTS_BEAUTY:---variant "" --variant tf32=true,fused_adam=true}
+  # kept on the machine too: $OUT is emptied before the next call, which picks its speed from these lines
+  mkdir -p "$WINDOW_ROOT" && [ -e "$OUT/bench.jsonl" ] && cat "$OUT/bench.jsonl" >> "$WINDOW_ROOT/bench.jsonl"
+fi
+
+# AUTO_SPEED=1: the campaign runs at the fastest per-run setting measured on this kind of GPU (this
+# window's bench lines and the committed ones; speed fields and stack size only), not SPEED/STACK
+if [ "${AUTO_SPEED:-0}" = 1 ]; then
+  gpu=$(python -c "import torch; from fmrec_lib.utils import device_name, resolve_device; \
+print(device_name(resolve_device('$DEVICE')))" 2>> "$OUT/bench.log")
+  earlier=(results/"$SIZE"/benchmarks/*.jsonl)
+  [ -e "${earlier[0]}" ] || earlier=()
+  [ -e "$WINDOW_ROOT/bench.jsonl" ] && earlier+=("$WINDOW_ROOT/bench.jsonl")  # this window's, both calls
+  if [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" --device "$gpu" \
+      2>> "$OUT/bench.log"); then
+    read -r picked_speed picked_stack <<< "$picked"
+    SPEED=${picked_speed#-} STACK=$picked_stack
+    echo "auto speed on $gpu: SPEED=$SPEED STACK=$STACK" >> "$OUT/bench.log"
+  else
+    echo "auto speed on $gpu: no usable bench line, keeping SPEED=${SPEED:-} STACK=$STACK" >> "$OUT/bench.log"
+  fi
 fi
 
 DEADLINE=$(( $(left) - 25 ))

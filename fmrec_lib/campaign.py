@@ -90,11 +90,14 @@ class PlannedJob:
         return self.spec.model
 
     def payload(self, ctx: Context, deadline: float | None, epochs_budget: int | None = None,
-                device: str | None = None) -> dict:
+                device: str | None = None, fit_by: float | None = None) -> dict:
         """What :func:`execute_job` needs; ``deadline`` None: none (a cluster job has its time
-        limit); ``device``: where the job runs when not the context's (a cluster node's ``cuda``)."""
+        limit); ``fit_by`` (default: the deadline): when the run must be able to finish, later
+        than the deadline when a later call resumes it; ``device``: where the job runs when not
+        the context's (a cluster node's ``cuda``)."""
         return {"spec": self.spec.to_json(), "epochs_budget": epochs_budget, "sweeps": [s.to_json() for s in self.sweeps], "size": ctx.size.name,
                 "device": device or str(ctx.device), "output_dir": str(ctx.output_dir), "deadline": deadline,
+                "fit_by": fit_by,
                 "read_roots": [str(r) for r in ctx.read_roots],
                 "allow_cpu_training": ctx.allow_cpu_training, "name": self.name, "speed": dict(ctx.speed)}
 
@@ -260,6 +263,7 @@ def _job_context(payload: dict) -> Context:
     ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
                          read_roots=tuple(payload["read_roots"]))
     ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
+    ctx.fit_by = payload["fit_by"] - SAFETY_S / 2 if payload.get("fit_by") is not None else ctx.deadline
     ctx.allow_cpu_training = payload["allow_cpu_training"]
     ctx.speed = dict(payload.get("speed", {}))
     return ctx
@@ -447,12 +451,13 @@ def _fit_check(ctx: Context, spec: RunSpec, epochs_budget: int | None = None):
 
     def check(epoch: int, record: dict) -> None:
         seen.append(epoch)
-        if len(seen) == STEADY_EPOCH and epoch < budget and ctx.deadline is not None:
+        fit_by = ctx.fit_by or ctx.deadline
+        if len(seen) == STEADY_EPOCH and epoch < budget and fit_by is not None:
             seconds = record.get("seconds", 0.0)
             projected = time.time() + seconds * (budget - epoch) * EVAL_OVERHEAD
-            if projected > ctx.deadline:
+            if projected > fit_by:
                 raise DoesNotFit(f"{spec.name}: {seconds:.2f} s per epoch x {budget - epoch} more epochs (of "
-                                 f"{budget}) does not fit the {ctx.deadline - time.time():.0f} s left", seconds)
+                                 f"{budget}) does not fit the {fit_by - time.time():.0f} s left", seconds)
     return check
 
 
@@ -485,8 +490,13 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
                  allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False,
-                 speed: dict | None = None, stack: int = 1) -> dict:
+                 speed: dict | None = None, stack: int = 1, fit_within_s: float | None = None) -> dict:
     """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
+
+    ``fit_within_s`` (>= ``deadline_s``; default: the deadline): runs are started, and kept
+    going after their first steady epoch, if they can finish within this many seconds from now,
+    although training stops at the deadline: for a GPU window's first call, whose runs the
+    second call on the same machine resumes (their running checkpoints, written at the deadline).
 
     ``speed``: speed-only settings for every run (``tf32``, ``fused_adam``, ``compile``,
     ``compile_mode``): they change how fast, not which run (its identity), and each result
@@ -526,6 +536,10 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     max_retries = int(options.pop("max_retries", RETRIES["cluster" if cluster else "local"]))
     separate = bool(options.pop("separate_outputs", False))
     t_end = time.time() + deadline_s if deadline_s is not None else math.inf
+    if fit_within_s is not None and (deadline_s is None or fit_within_s < deadline_s):
+        raise ValueError(f"fit_within_s ({fit_within_s}) needs a deadline and must not be shorter than it "
+                         f"({deadline_s})")
+    t_fit = time.time() + fit_within_s if fit_within_s is not None else t_end
     # a cluster's driver plans on this machine; each job resolves its device on its node
     ctx = Context.create(size, "cpu" if cluster else device, output_dir, progress=False)
     ctx.speed = dict(speed or {})
@@ -579,7 +593,7 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
             starting: list[tuple[PlannedJob, dict]] = []
             while capacity is None or len(in_flight) + len(starting) < capacity:
                 running = [*_flat(in_flight.values()), *(j for j, _ in starting)]
-                job = _next_startable(ctx, pending, running, speeds, t_end, epochs_estimate, stack)
+                job = _next_startable(ctx, pending, running, speeds, t_end, epochs_estimate, stack, t_fit)
                 if job is None:
                     break
                 pending.remove(job)
@@ -589,7 +603,7 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                 known = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else len(members)))
                 budgets = [epochs_budget(ctx, m, epochs_estimate, stack) for m in members]
                 if partners and known is not None and known * max(total - done for total, done in budgets) * \
-                        EVAL_OVERHEAD > t_end - time.time() - SAFETY_S:
+                        EVAL_OVERHEAD > t_fit - time.time() - SAFETY_S:
                     partners, earlier = [], None  # this stack's measured speed does not fit the time left: alone
                 if partners or earlier is not None:  # a stack, or the rest of an interrupted one
                     for other in partners:
@@ -597,14 +611,15 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                     clog.write("start stack", names=[m.name for m in members],
                                config_hashes=[m.config_hash for m in members], dataset=job.dataset, model=job.model,
                                resumes_after_epoch=max(done for _, done in budgets), time_left_s=_seconds_left(t_end))
-                    payloads = [m.payload(ctx, t_end, total) for m, (total, _) in zip(members, budgets)]
+                    payloads = [m.payload(ctx, t_end, total, fit_by=t_fit) for m, (total, _) in zip(members, budgets)]
                     in_flight[pool.submit(execute_stack, payloads)] = members
                     continue
                 budget, done = epochs_budget(ctx, job, epochs_estimate)
                 clog.write("start", name=job.name, config_hash=job.config_hash, dataset=job.dataset, model=job.model,
                            estimate_s=_estimate(ctx, job, speeds, epochs_estimate), epochs_budget=budget,
                            resumes_after_epoch=done, time_left_s=_seconds_left(t_end))
-                payload = job.payload(ctx, None if cluster else t_end, budget, device=job_device)
+                payload = job.payload(ctx, None if cluster else t_end, budget, device=job_device,
+                                      fit_by=None if cluster else t_fit)
                 if separate:
                     payload.update(output_dir=str(_job_root(ctx, job)),
                                    read_roots=[str(ctx.output_dir), *payload["read_roots"]])
@@ -767,11 +782,14 @@ def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str
 
 
 def _next_startable(ctx: Context, pending: list[PlannedJob], running, speeds, t_end: float,
-                    epochs_estimate: str = "max", stack: int = 1) -> PlannedJob | None:
+                    epochs_estimate: str = "max", stack: int = 1, t_fit: float | None = None) -> PlannedJob | None:
     """The first pending job (in priority order) that is resolvable, not a duplicate of a
-    running one, not done meanwhile, and whose estimate fits the time left. A later-seed job
+    running one, not done meanwhile, and whose estimate fits the time left (until ``t_fit``,
+    default the deadline ``t_end``; nothing starts once the deadline is near). A later-seed job
     that resolves to a run another pending job also needs is merged into that job."""
-    left = t_end - time.time() - SAFETY_S
+    if t_end - time.time() - SAFETY_S <= 0:
+        return None
+    left = (t_end if t_fit is None else t_fit) - time.time() - SAFETY_S
     running_hashes = {j.config_hash for j in running}
     for job in list(pending):
         if not _resolve_tuned(ctx, job):

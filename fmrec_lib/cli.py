@@ -262,7 +262,7 @@ def _cmd_campaign(args) -> int:
                            executor=args.executor, executor_options=_executor_options(args),
                            allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate,
                            retry_failed=args.retry_failed, speed=_parse_overrides(args.speed or ""),
-                           stack=args.stack)
+                           stack=args.stack, fit_within_s=args.fit_within)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -284,9 +284,11 @@ def _cmd_merge(args) -> int:
 def _cmd_pick_speed(args) -> int:
     from .planning import fastest_setting, read_bench
 
-    best = fastest_setting(read_bench(args.bench), args.dataset, args.model, args.device)
+    best = fastest_setting(read_bench(args.bench), args.dataset, args.model, args.device, args.fit_seconds,
+                           args.epochs)
     if best is None:
-        raise ValueError(f"no bench line of {args.model} on {args.dataset} that the campaign can run in "
+        raise ValueError(f"no bench line of {args.model} on {args.dataset} that the campaign can run"
+                         f"{f' and that finishes a run within {args.fit_seconds:g} s' if args.fit_seconds else ''} in "
                          f"{', '.join(map(str, args.bench))}")
     print(json.dumps(best), file=sys.stderr)
     print(best["speed"] or "-", best["stack"])  # what tools/gpu_window.sh reads: SPEED ("-": none) and STACK
@@ -327,6 +329,10 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--deadline", type=positive_float, default=None,
                    help="seconds from now to stop by (required with --executor local; on a cluster each job has "
                         "--time-limit-min instead, and a deadline only keeps jobs that cannot finish by then from starting)")
+    p.add_argument("--fit-within", type=positive_float, default=None, metavar="SECONDS",
+                   help="start runs that can finish within this many seconds from now (>= --deadline), though "
+                        "training stops at the deadline: a later call on the same machine and output root resumes "
+                        "them (a GPU window's first call)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once (processes sharing the device)")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
     p.add_argument("--archive", default=None, help="pack results/<size>/ into this .tar.gz after every finished job")
@@ -371,6 +377,10 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--model", default="fmrec")
     p.add_argument("--device", default=None, help="bench lines of this device (default: the last line's)")
+    p.add_argument("--fit-seconds", type=positive_float, default=None,
+                   help="only settings whose run (a stack: all its runs) finishes within this time")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs a run takes, for --fit-seconds (default: the authors' FMRec epochs, else the maximum)")
 
     for name in ("train", "bench"):
         p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")

@@ -79,6 +79,7 @@ class Context:
     reuse_only: bool = False  # train nothing: a run no store holds is reported missing (MissingRunError)
     data_options: dict = field(default_factory=dict)  # load_dataset options (fmt, data_dir, max_users, ...)
     epoch_hook: Any = None  # called as hook(epoch, record) after every training epoch (the campaign's checks)
+    fit_by: float | None = None  # a time.time() value a run must be able to finish by (default: the deadline)
     speed: dict = field(default_factory=dict)  # speed-only settings for every run (tf32, compile, ...): not in the identity
     _datasets: dict = field(default_factory=dict, repr=False)
     _reported: set = field(default_factory=set, repr=False)

@@ -82,14 +82,23 @@ def parse_variant(variant: str) -> dict[str, str]:
 
 
 def fastest_setting(rows: list[dict], dataset: str = "ml-100k", model: str = "fmrec",
-                    device: str | None = None) -> dict | None:
+                    device: str | None = None, fit_s: float | None = None, epochs: int | None = None) -> dict | None:
     """Among the bench lines of ``dataset`` and ``model`` (on ``device``, default: the device of
     the last such line) whose variant the campaign can run (its speed fields and ``stack``), the
     one with the fewest seconds per run-epoch (a stack's epoch of all its runs divided by their
     number): ``{"speed": "k=v,...", "stack": K, "s_per_run_epoch": s, "variant": ..., "device": ...}``,
     or None when there is none. Settings that change what a run is (bf16 autocast, the model's
-    fields) are never picked: they are not speed fields."""
+    fields) are never picked: they are not speed fields.
+
+    With ``fit_s``, only settings whose run (a stack: all its runs at once) can finish within
+    that many seconds: its warm-up (compilation) plus ``epochs`` (default: what the authors'
+    FMRec runs took on the dataset, else the maximum) epochs with validations. A stack gives
+    more runs per GPU-second but each of its runs takes longer from start to end."""
+    from .campaign import AUTHORS_FMREC_EPOCHS, EVAL_OVERHEAD
     from .train import TrainConfig
+
+    if fit_s is not None and epochs is None:
+        epochs = AUTHORS_FMREC_EPOCHS.get(dataset, TrainConfig.epochs) if model == "fmrec" else TrainConfig.epochs
 
     mine = [r for r in rows if r.get("dataset") == dataset and r.get("model") == model]
     if not mine:
@@ -100,6 +109,9 @@ def fastest_setting(rows: list[dict], dataset: str = "ml-100k", model: str = "fm
     for row in mine:
         settings = parse_variant(_variant(row))
         if row.get("device") != device or not set(settings) <= allowed:
+            continue
+        if fit_s is not None and float(row["s_per_epoch"]) * epochs * EVAL_OVERHEAD + \
+                float(row.get("warmup_s") or 0.0) + float(row.get("partial_step_s") or 0.0) > fit_s:
             continue
         per_run = float(row.get("s_per_run_epoch") or row["s_per_epoch"])
         if best is None or per_run < best["s_per_run_epoch"]:

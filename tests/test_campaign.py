@@ -295,3 +295,35 @@ def test_an_interrupted_stack_is_resumed_with_its_own_members(roots, monkeypatch
     assert [o["status"] for o in outcomes] == ["done", "done"] and all(o["epochs_run"] == 6 for o in outcomes)
     assert trained == [5, 6]  # resumed, not started again
     assert not list(ctx.store.checkpoints.glob("fmrec-stack-*"))  # the stack is over
+
+
+def test_fit_within_starts_runs_that_finish_in_a_later_call_but_stops_at_the_deadline(roots, monkeypatch):
+    """A window's first call: a run that cannot finish by this call's deadline but can within the window
+    (--fit-within) is started and not given up; nothing starts once the deadline is near."""
+    import time
+
+    from fmrec_lib.runs import spec_hash
+
+    monkeypatch.setattr(reports, "DEFAULTS", SMALL)
+    ctx = Context.create("smoke", "cpu", roots / "repo", progress=False)
+    spec = RunSpec("ml-100k", "fmrec", 1997, {"epochs": 100})
+    job = campaign.PlannedJob(spec.name, spec, [], (0,), ["x"], spec_hash(ctx, spec))
+    speeds = {campaign.speed_key(ctx, spec): 1.0}  # 100 epochs x 1.15: 115 s
+    now = time.time()
+    pick = campaign._next_startable
+    assert pick(ctx, [job], [], speeds, now + 60) is None  # must finish by the deadline: does not fit
+    assert pick(ctx, [job], [], speeds, now + 60, t_fit=now + 300) is job  # may finish in the next call
+    assert pick(ctx, [job], [], speeds, now + campaign.SAFETY_S - 1, t_fit=now + 300) is None  # deadline near
+    payload = job.payload(ctx, now + 60, 100, fit_by=now + 300)
+    worker = campaign._job_context(payload)
+    assert worker.deadline < now + 60 < worker.fit_by < now + 300
+    check = campaign._fit_check(worker, spec, 100)
+    check(1, {"seconds": 1.0})
+    check(2, {"seconds": 1.0})  # 98 x 1.15 s fits the window, though not this call: goes on
+    worker.fit_by = None  # without it, the deadline decides
+    check = campaign._fit_check(worker, spec, 100)
+    check(1, {"seconds": 1.0})
+    with pytest.raises(campaign.DoesNotFit):
+        check(2, {"seconds": 1.0})
+    with pytest.raises(ValueError, match="must not be shorter"):
+        campaign.run_campaign("smoke", "cpu", 60, output_dir=roots / "repo", fit_within_s=30)

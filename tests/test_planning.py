@@ -111,6 +111,13 @@ def test_the_fastest_runnable_setting_is_picked_per_run_and_per_device():
     assert default["device"] == "GPU B" and default["stack"] == 8 and default["speed"] == "tf32=true"
     assert planning.fastest_setting(rows, device="GPU C") is None
     assert planning.fastest_setting(rows[:1], device="GPU A")["speed"] == ""
+    # a stack gives more runs per second, but each of its runs takes the whole stack's time
+    assert planning.fastest_setting(rows, device="GPU A", fit_s=2.4 * 100 * campaign.EVAL_OVERHEAD,
+                                    epochs=100)["stack"] == 4
+    fits_one = planning.fastest_setting(rows, device="GPU A", fit_s=2.4 * 100 * campaign.EVAL_OVERHEAD - 1,
+                                        epochs=100)
+    assert fits_one["stack"] == 1 and fits_one["s_per_run_epoch"] == 2.0
+    assert planning.fastest_setting(rows, device="GPU A", fit_s=1.0, epochs=100) is None
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         planning.parse_variant("tf32")
 

@@ -83,17 +83,30 @@ def test_the_campaign_writes_under_the_window_root_that_a_second_call_finds(tmp_
     assert f"window root {root} at start:" in (again / "env.txt").read_text()
 
 
-def test_auto_speed_takes_the_fastest_per_run_setting_of_this_gpu_kind(tmp_path):
-    """AUTO_SPEED=1: the campaign's SPEED and STACK come from the bench lines of this device kind, those of
-    this window's first call included (kept in WINDOW_ROOT, since $OUT is emptied between calls)."""
+def test_auto_speed_takes_the_fastest_per_run_setting_that_fits_the_window(tmp_path):
+    """AUTO_SPEED=1: the campaign's SPEED and STACK come from the bench lines of this device kind (those of
+    this window's first call kept in WINDOW_ROOT, since $OUT is emptied between calls): the fastest per run
+    whose run fits the window (a stack of 4 runs takes 4 times as long from start to end), and a second call
+    keeps the first call's choice so that its stacks resume."""
     import json
 
-    root = tmp_path / "window"
-    root.mkdir()
     here = "cpu (2 threads)"  # what the script's python sees with OMP_NUM_THREADS=2
-    lines = [{"dataset": "ml-100k", "model": "fmrec", "variant": v, "device": d, "stack": k, "s_per_epoch": s * k,
-              "s_per_run_epoch": s} for v, d, k, s in [("", here, 1, 3.0), ("tf32=true,stack=4", here, 4, 0.5),
-                                                        ("tf32=true,stack=8", "another GPU", 8, 0.1)]]
-    (root / "bench.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")  # as a first call left it
-    out = _window(tmp_path, tmp_path / "cache", AUTO_SPEED="1", OMP_NUM_THREADS="2", WINDOW_ROOT=str(root))
-    assert f"auto speed on {here}: SPEED=tf32=true STACK=4" in (out / "bench.log").read_text()
+
+    def call(name, window_s, lines=None):
+        root = tmp_path / name
+        root.mkdir(exist_ok=True)
+        if lines is not None:
+            rows = [{"dataset": "ml-100k", "model": "fmrec", "variant": v, "device": d, "stack": k,
+                     "s_per_epoch": s * k, "s_per_run_epoch": s} for v, d, k, s in lines]
+            (root / "bench.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+        out = _window(tmp_path / name, tmp_path / "cache", AUTO_SPEED="1", OMP_NUM_THREADS="2",
+                      WINDOW_ROOT=str(root), BUDGET="50", WINDOW_S=str(window_s))  # 50 s: no campaign
+        return (out / "bench.log").read_text()
+
+    lines = [("", here, 1, 0.5),  # a run: 0.5 s x 260 epochs x 1.15 = 150 s
+             ("tf32=true,stack=4", here, 4, 0.3),  # faster per run, but the stack's runs take 359 s
+             ("tf32=true,stack=8", "another GPU", 8, 0.1)]
+    assert f"auto speed on {here} (fastest that fits" in (log := call("long", 100_000, lines))
+    assert "SPEED=tf32=true STACK=4" in log
+    assert "SPEED= STACK=1" in call("short", 250, lines)  # the stack does not fit 250 s: one run at a time
+    assert "(kept from this window's first call): SPEED=tf32=true STACK=4" in call("long", 250)

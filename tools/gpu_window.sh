@@ -19,9 +19,11 @@
 # WINDOW_ROOT (runs/window): the campaign's output root, git-ignored, so that a second call on the
 # same warm machine (BENCH=0) finds what the first one recorded and the runs a deadline stopped
 # (their running checkpoints), and resumes them; the committed results/ are read, never written.
+# WINDOW_S: the compute seconds the whole window has from this call's start, later calls included
+# (default BUDGET): the campaign starts runs that can end in the second call (--fit-within).
 # AUTO_SPEED=1 replaces SPEED and STACK by the fastest per-run setting the bench lines of this GPU
-# kind show (`python -m fmrec_lib pick-speed`: results/<size>/benchmarks/ and this window's lines, which
-# the script also keeps in $WINDOW_ROOT/bench.jsonl, so that a second call picks the same setting).
+# kind show whose run fits WINDOW_S (`python -m fmrec_lib pick-speed`: results/<size>/benchmarks/ and
+# this window's lines, kept in $WINDOW_ROOT); a second call keeps the first call's choice.
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -63,28 +65,39 @@ if [ "$BENCH" = 1 ]; then
   mkdir -p "$WINDOW_ROOT" && [ -e "$OUT/bench.jsonl" ] && cat "$OUT/bench.jsonl" >> "$WINDOW_ROOT/bench.jsonl"
 fi
 
+DEADLINE=$(( $(left) - 25 ))
+# runs may be planned to end in a later call of this window (WINDOW_S: the compute seconds the whole
+# window has from this call's start, later calls included; default BUDGET, this call alone)
+FIT=$(( ${WINDOW_S:-$BUDGET} - ($(date +%s) - T0) - 25 ))
+[ "$FIT" -lt "$DEADLINE" ] && FIT=$DEADLINE
+
 # AUTO_SPEED=1: the campaign runs at the fastest per-run setting measured on this kind of GPU (this
-# window's bench lines and the committed ones; speed fields and stack size only), not SPEED/STACK
+# window's bench lines and the committed ones; speed fields and stack size only) whose run fits the
+# window, not SPEED/STACK; a later call of the window keeps the first call's choice (its stacks resume)
 if [ "${AUTO_SPEED:-0}" = 1 ]; then
   gpu=$(python -c "import torch; from fmrec_lib.utils import device_name, resolve_device; \
 print(device_name(resolve_device('$DEVICE')))" 2>> "$OUT/bench.log")
   earlier=(results/"$SIZE"/benchmarks/*.jsonl)
   [ -e "${earlier[0]}" ] || earlier=()
   [ -e "$WINDOW_ROOT/bench.jsonl" ] && earlier+=("$WINDOW_ROOT/bench.jsonl")  # this window's, both calls
-  if [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" --device "$gpu" \
-      2>> "$OUT/bench.log"); then
+  if [ -s "$WINDOW_ROOT/picked.txt" ]; then
+    picked=$(cat "$WINDOW_ROOT/picked.txt") && how="kept from this window's first call"
+  elif [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" --device "$gpu" \
+      --fit-seconds "$FIT" 2>> "$OUT/bench.log"); then
+    mkdir -p "$WINDOW_ROOT" && echo "$picked" > "$WINDOW_ROOT/picked.txt" && how="fastest that fits $FIT s"
+  else
+    picked="" how="no usable bench line"
+  fi
+  if [ -n "$picked" ]; then
     read -r picked_speed picked_stack <<< "$picked"
     SPEED=${picked_speed#-} STACK=$picked_stack
-    echo "auto speed on $gpu: SPEED=$SPEED STACK=$STACK" >> "$OUT/bench.log"
-  else
-    echo "auto speed on $gpu: no usable bench line, keeping SPEED=${SPEED:-} STACK=$STACK" >> "$OUT/bench.log"
   fi
+  echo "auto speed on $gpu ($how): SPEED=${SPEED:-} STACK=$STACK" >> "$OUT/bench.log"
 fi
 
-DEADLINE=$(( $(left) - 25 ))
 if [ "$DEADLINE" -gt 30 ]; then
-  python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --jobs "$JOBS" \
-    --output-dir "$WINDOW_ROOT" \
+  python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --fit-within "$FIT" \
+    --jobs "$JOBS" --output-dir "$WINDOW_ROOT" \
     --epochs-estimate "$ESTIMATE" --stack "$STACK" ${SPEED:+--speed "$SPEED"} --archive "$OUT/results-$SIZE.tar.gz" \
     > "$OUT/campaign.json" 2> "$OUT/campaign.log"
   echo "campaign exit $?" >> "$OUT/campaign.log"

@@ -381,6 +381,14 @@ def _interrupted_stack_of(ctx: Context, job: PlannedJob, stack: int) -> dict | N
                  if job.config_hash in earlier["members"] and job.config_hash not in earlier.get("ended", [])), None)
 
 
+def _own_checkpoint(ctx: Context, job: PlannedJob) -> bool:
+    """Whether ``job``'s run has a running checkpoint of its own (a deadline stopped it alone)."""
+    from . import checkpoints
+
+    return job.config_hash is not None and \
+        checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash).exists()
+
+
 def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int,
                     earlier: dict | None = None) -> list[PlannedJob]:
     """Up to ``stack - 1`` pending jobs (in priority order) whose runs can train in one stack with
@@ -392,6 +400,8 @@ def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], ru
 
     if stack <= 1 or job.solo or not isinstance(job.spec, RunSpec) or find(ctx, job.spec) is not None:
         return []
+    if earlier is None and _own_checkpoint(ctx, job):
+        return []  # a single run that a deadline stopped: it resumes alone
     if earlier is not None:
         running_hashes = {j.config_hash for j in running}
         ended = set(earlier.get("ended", []))
@@ -415,7 +425,7 @@ def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], ru
         if other is job or other.solo or not _resolve_tuned(ctx, other) or \
                 other.config_hash in running_hashes | {job.config_hash}:
             continue
-        if other.config_hash in {p.config_hash for p in partners} or key(other) != mine:
+        if other.config_hash in {p.config_hash for p in partners} or key(other) != mine or _own_checkpoint(ctx, other):
             continue
         if find(ctx, other.spec) is None:
             partners.append(other)

@@ -249,6 +249,11 @@ def test_a_run_stopped_by_a_deadline_is_budgeted_for_the_rest_and_resumed(roots,
     assert campaign.epochs_done(ctx, job, stack=4) == 4  # no interrupted stack holds it: its own checkpoint
     speeds = {campaign.speed_key(ctx, spec): 10.0}
     assert campaign._estimate(ctx, job, speeds) == pytest.approx(10.0 * 2 * campaign.EVAL_OVERHEAD)
+    # with --stack it is neither put into a new stack nor taken as another job's partner: it resumes alone
+    other_spec = RunSpec("ml-100k", "fmrec", 1998, {"epochs": 6, "eval_every": 2})
+    other = campaign.PlannedJob(other_spec.name, other_spec, [], (0,), ["x"], spec_hash(ctx, other_spec))
+    assert campaign._stack_partners(ctx, job, [other], [], 4) == []
+    assert campaign._stack_partners(ctx, other, [job], [], 4) == []
     # the first steady epoch of this call is the resumed run's second (epoch 6 of 6: nothing left to check)
     check = campaign._fit_check(ctx, spec, 300)
     ctx.deadline = time.time() + 10

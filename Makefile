@@ -53,7 +53,7 @@ gpu-data:
 # The window script end to end on this CPU at smoke size (what a GPU window runs at paper size).
 window-smoke: install gpu-data
 	rm -rf /tmp/fmrec-window /tmp/fmrec-window-root && OUT=/tmp/fmrec-window WINDOW_ROOT=/tmp/fmrec-window-root \
-	  SIZE=smoke DEVICE=cpu BUDGET=300 \
+	  SIZE=smoke DEVICE=cpu BUDGET=300 BENCH_LIMIT_ML=60 BENCH_LIMIT_BEAUTY=40 \
 	  BENCH_VARIANTS_ML="--variant tf32=true,fused_adam=true" BENCH_VARIANTS_BEAUTY="--variant tf32=true" \
 	  BENCH_EXTRA="--max-users 100 --hidden 16 --heads 2 --max-len 8 --rec-hidden 16 32" \
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash tools/gpu_window.sh && ls -la /tmp/fmrec-window

@@ -11,6 +11,7 @@ ml-100k``, ``eager line``, ``none``: not priced). The number of windows divides 
 compute seconds one window gives (``window_s``) and by the throughput gain of running jobs at
 once (``throughput``: 1 for one job at a time; measured 3.5 for four eager FMRec processes on one
 H100). Sweeps and the final tests are in ``EVAL_OVERHEAD``; machine starts are in ``window_s``.
+The count is a lower bound: it assumes every compute second of a window is used.
 
 Command line: ``tools/windows_needed.py``.
 """

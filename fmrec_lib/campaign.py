@@ -4,10 +4,11 @@ order, before a deadline, K at a time on one device; for GPU windows of a few mi
 Priority (first to last): every notebook's first seed before any later seed; ML-100k and
 Beauty before the other datasets; FMRec's default run (with every sweep that needs its model)
 before the main table's other runs, before ablations and sensitivity runs; ML-100k before
-Beauty. A run is started only if its estimate (measured seconds per epoch x the maximum
-epochs) fits the time left; a run whose speed is not known yet measures its first epoch and
-gives up at once if it cannot finish. Runs stop cleanly before the deadline (their running
-checkpoint stays on disk). What is already recorded is skipped, so a second invocation trains
+Beauty. A run is started only if its estimate (measured seconds per epoch x the epochs it is
+budgeted for and has not trained yet) fits the time left (until the deadline, or ``fit_within_s``
+when a later call resumes it); a run whose speed is not known yet measures its first epoch and
+gives up at once if it cannot finish. Runs stop cleanly before the deadline, with a running
+checkpoint after their last epoch, which the next invocation with the same output root resumes. What is already recorded is skipped, so a second invocation trains
 nothing. The sweeps that need a run's model run right after it, in the same job, because
 paper-size checkpoints never leave the GPU machine.
 
@@ -205,7 +206,9 @@ def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
     """Epochs a run is budgeted for: its maximum (``max``, the safe rule), or (``expected``) the
     90th percentile of the epochs recorded runs of the same dataset and model took at this
     size, else (FMRec only) what the authors' runs took, never more than the maximum. A run
-    that goes on longer is stopped at the deadline, and in a GPU window its work is lost."""
+    that goes on longer is stopped at the deadline with a running checkpoint, which a later call
+    on the same machine and output root resumes (a GPU window's second call); after the window
+    its work is lost."""
     if mode not in ESTIMATES:
         raise ValueError(f"epochs estimate must be one of {ESTIMATES}, got {mode!r}")
     most = _max_epochs(ctx, spec)
@@ -228,20 +231,19 @@ def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
 
 def epochs_done(ctx: Context, job: PlannedJob, stack: int = 1) -> int:
     """Epochs an interrupted run of ``job`` has trained already in the context's store (a
-    deadline stopped it: a second call in the same window, or a cluster job requeued): the epoch
-    of its running checkpoint or, when the campaign stacks runs (``stack`` > 1), of an
-    interrupted stack holding it, which is then resumed; 0 when it starts afresh."""
+    deadline stopped it, and this is a later call with the same output root, say a GPU window's
+    second call): the epoch of its running checkpoint or, when the campaign stacks runs and the
+    job may join one (:func:`_interrupted_stack_of`), of the interrupted stack holding it, which
+    is then resumed; 0 when it starts afresh. (With ``separate_outputs`` a job's checkpoints are
+    in its own folder: not looked at.)"""
     from . import checkpoints
-    from .stacked import interrupted_stacks
 
     if not isinstance(job.spec, RunSpec) or job.config_hash is None:
         return 0
-    folder = ctx.store.checkpoints
-    if stack > 1:
-        for earlier in interrupted_stacks(folder, job.model):
-            if job.config_hash in earlier["members"] and job.config_hash not in earlier.get("ended", []):
-                return checkpoints.saved_epoch(Path(earlier["path"]).with_suffix(".pt")) or 0
-    return checkpoints.saved_epoch(checkpoints.running_path(folder, job.model, job.config_hash)) or 0
+    earlier = _interrupted_stack_of(ctx, job, stack)
+    if earlier is not None:
+        return checkpoints.saved_epoch(Path(earlier["path"]).with_suffix(".pt")) or 0
+    return checkpoints.saved_epoch(checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash)) or 0
 
 
 def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max", stack: int = 1) -> tuple[int, int]:
@@ -330,8 +332,9 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     t0 = time.time()
     ctx = _job_context(payloads[0])
     specs = [RunSpec.from_json(p["spec"]) for p in payloads]
+    size = _resumed_stack_size(ctx, specs) or len(specs)  # a resumed stack also holds runs that have ended
     outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label,
-             "stack": len(specs)} for p, s in zip(payloads, specs)]
+             "stack": size} for p, s in zip(payloads, specs)]
 
     def finished(i: int, r) -> None:  # a run of the stack has ended: record its outcome, run its sweeps now
         out = outs[i]
@@ -356,7 +359,7 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     except DoesNotFit as e:  # the members are queued again by the campaign, to run alone
         for out in outs:
             out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4),
-                       speed_key=speed_key(ctx, specs[0], len(specs)))
+                       speed_key=speed_key(ctx, specs[0], size))
     except DeadlineReached as e:  # runs that ended before it have their outcome; the others start again later
         for out in outs:
             out.setdefault("status", "deadline")
@@ -387,6 +390,14 @@ def _own_checkpoint(ctx: Context, job: PlannedJob) -> bool:
 
     return job.config_hash is not None and \
         checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash).exists()
+
+
+def _resumed_stack_size(ctx: Context, specs: list[RunSpec]) -> int | None:
+    """The number of runs of the interrupted stack that ``run_stacked`` would resume for ``specs``."""
+    from .runs import _interrupted_stack, spec_hash
+
+    earlier = _interrupted_stack(ctx, specs[0].model, [spec_hash(ctx, s) for s in specs])
+    return None if earlier is None else len(earlier["members"])
 
 
 def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int,
@@ -612,9 +623,10 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                 members = [job, *partners]
                 known = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else len(members)))
                 budgets = [epochs_budget(ctx, m, epochs_estimate, stack) for m in members]
-                if partners and known is not None and known * max(total - done for total, done in budgets) * \
-                        EVAL_OVERHEAD > t_fit - time.time() - SAFETY_S:
-                    partners, earlier = [], None  # this stack's measured speed does not fit the time left: alone
+                if partners and earlier is None and known is not None and \
+                        known * max(total - done for total, done in budgets) * EVAL_OVERHEAD > t_fit - time.time() - SAFETY_S:
+                    partners = []  # this new stack's measured speed does not fit the time left: the job alone
+                # (an interrupted stack is resumed whole, never split: _next_startable priced it at its speed)
                 if partners or earlier is not None:  # a stack, or the rest of an interrupted one
                     for other in partners:
                         pending.remove(other)
@@ -784,7 +796,8 @@ def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str
     recorded = find(ctx, job.spec)
     if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
         return 0.0
-    s = speeds.get(speed_key(ctx, job.spec))
+    earlier = _interrupted_stack_of(ctx, job, stack)  # it resumes with its stack: the stack's speed
+    s = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else 1))
     if s is None:
         return None
     total, done = epochs_budget(ctx, job, mode, stack)

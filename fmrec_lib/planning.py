@@ -51,12 +51,13 @@ def _variant(row: dict) -> str:
 
 def speed_for(rows: list[dict], dataset: str, model: str, setting: str, samples: dict[str, int],
               device: str | None = None) -> tuple[float | None, str]:
-    """(seconds per epoch, where it came from) for one dataset, model and setting (a bench
-    ``--variant`` string, "" for eager fp32); the fastest of several measured lines."""
+    """(seconds per epoch of one run, where it came from) for one dataset, model and setting (a
+    bench ``--variant`` string, "" for eager fp32; in a stack, the stack's epoch divided by its
+    runs); the fastest of several measured lines."""
     rows = [r for r in rows if device is None or r.get("device") == device]
 
     def best(ds: str, variant: str) -> float | None:
-        found = [float(r["s_per_epoch"]) for r in rows
+        found = [float(r.get("s_per_run_epoch") or r["s_per_epoch"]) for r in rows  # a stack: per run
                  if r["dataset"] == ds and r["model"] == model and _variant(r) == variant]
         return min(found) if found else None
 
@@ -129,6 +130,9 @@ def suite_estimate(ctx: Context, bench_rows: list[dict], setting: str = "", *, e
     from . import campaign
     from .runs import RunSpec
 
+    devices = sorted({str(r.get("device")) for r in bench_rows})
+    if device is None and len(devices) > 1:
+        raise ValueError(f"the bench lines come from several devices ({', '.join(devices)}): name one")
     pending = [j for j in campaign.plan(ctx) if not (isinstance(j.spec, RunSpec) and campaign._is_done(ctx, j))]
     datasets = sorted({j.dataset for j in pending} | {"ml-100k"})
     samples = {}

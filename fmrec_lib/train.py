@@ -558,8 +558,9 @@ class _Trainer:
                 if near:
                     if ckpt_path is not None and self.epoch > self.saved_epoch:
                         self._save(ckpt_path, t_start)  # the epochs since the last validation are not lost
-                    raise DeadlineReached(f"stopped before epoch {self.epoch + 1}: the deadline is near "
-                                          f"(running checkpoint after epoch {self.saved_epoch}: {ckpt_path})")
+                    where = (f"running checkpoint after epoch {self.saved_epoch}: {ckpt_path}" if ckpt_path
+                             else "no checkpoint folder: nothing kept")
+                    raise DeadlineReached(f"stopped before epoch {self.epoch + 1}: the deadline is near ({where})")
                 self.epoch += 1
                 means = self._train_epoch(n_batches, bar)
                 record = {"epoch": self.epoch, **{f"loss_{k}": v for k, v in means.items()}}

@@ -291,6 +291,13 @@ def test_an_interrupted_stack_is_resumed_with_its_own_members(roots, monkeypatch
     assert campaign._stack_partners(ctx, jobs[0], jobs[1:], [], 4, earlier) == [jobs[2]]
     assert campaign.epochs_done(ctx, jobs[0], 4) == 4 and campaign.epochs_done(ctx, jobs[0], 1) == 0
     assert campaign.epochs_budget(ctx, jobs[2], "max", 4) == (6, 4)
+    # priced at the stack's own speed (it trains both its runs), unknown until a stack of 2 was measured
+    assert campaign._estimate(ctx, jobs[0], {campaign.speed_key(ctx, specs[0]): 1.0}, "max", 4) is None
+    stack_speed = {campaign.speed_key(ctx, specs[0], 2): 5.0}
+    assert campaign._estimate(ctx, jobs[0], stack_speed, "max", 4) == pytest.approx(5.0 * 2 * campaign.EVAL_OVERHEAD)
+    jobs[0].solo = True  # sent to run alone: it starts afresh, and is priced so
+    assert campaign.epochs_done(ctx, jobs[0], 4) == 0 and campaign._interrupted_stack_of(ctx, jobs[0], 4) is None
+    jobs[0].solo = False
     monkeypatch.setattr(stacked, "time", __import__("time"))
     import time
 

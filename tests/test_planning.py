@@ -73,6 +73,12 @@ def test_a_job_without_any_line_is_counted_not_priced_and_bad_lines_are_named(ct
         planning.read_bench([bad])
     with pytest.raises(ValueError, match="must be > 0"):
         planning.windows_needed(jobs, 0.0)
+    two = [json.loads(_line("ml-100k", "fmrec", 1.0)), json.loads(_line("ml-100k", "fmrec", 0.5, device="B"))]
+    with pytest.raises(ValueError, match="several devices"):  # never the fastest line of whichever GPU
+        planning.suite_estimate(ctx, two, "")
+    stack = [{**json.loads(_line("ml-100k", "fmrec", 4.0, "stack=4")), "s_per_run_epoch": 1.0}]
+    priced = planning.suite_estimate(ctx, stack, "stack=4")  # a stack's line: one run's share of its epoch
+    assert priced[(priced["dataset"] == "ml-100k") & (priced["model"] == "fmrec")]["s_per_epoch"].iloc[0] == 1.0
 
 
 def test_the_command_prints_the_table_and_one_json_line(ctx, tmp_path, capsys):

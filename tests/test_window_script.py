@@ -72,7 +72,7 @@ def test_the_campaign_writes_under_the_window_root_that_a_second_call_finds(tmp_
     second call on the same warm machine gets a fresh copy of the tracked files but keeps that folder,
     so it sees what the first call recorded and resumes the runs a deadline stopped."""
     root = tmp_path / "window"
-    out = _window(tmp_path, tmp_path / "cache", BUDGET="60", WINDOW_ROOT=str(root), JOBS="1",
+    out = _window(tmp_path, tmp_path / "cache", BUDGET="80", WINDOW_ROOT=str(root), JOBS="1",
                   FMREC_DATA_DIR=str(data_dir))
     log = (root / "results" / "smoke" / "campaign.log.jsonl").read_text()
     assert '"campaign start"' in log and '"campaign end"' in log
@@ -92,21 +92,24 @@ def test_auto_speed_takes_the_fastest_per_run_setting_that_fits_the_window(tmp_p
 
     here = "cpu (2 threads)"  # what the script's python sees with OMP_NUM_THREADS=2
 
-    def call(name, window_s, lines=None):
+    def call(name, window_s, lines=None, **env):
         root = tmp_path / name
         root.mkdir(exist_ok=True)
         if lines is not None:
             rows = [{"dataset": "ml-100k", "model": "fmrec", "variant": v, "device": d, "stack": k,
                      "s_per_epoch": s * k, "s_per_run_epoch": s} for v, d, k, s in lines]
             (root / "bench.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-        out = _window(tmp_path / name, tmp_path / "cache", AUTO_SPEED="1", OMP_NUM_THREADS="2",
-                      WINDOW_ROOT=str(root), BUDGET="50", WINDOW_S=str(window_s))  # 50 s: no campaign
+        out = _window(tmp_path / name, tmp_path / "cache", **{"AUTO_SPEED": "1", "OMP_NUM_THREADS": "2",
+                      "WINDOW_ROOT": str(root), "BUDGET": "50", "WINDOW_S": str(window_s), **env})  # 50 s: no campaign
         return (out / "bench.log").read_text()
 
     lines = [("", here, 1, 0.5),  # a run: 0.5 s x 260 epochs x 1.15 = 150 s
              ("tf32=true,stack=4", here, 4, 0.3),  # faster per run, but the stack's runs take 359 s
              ("tf32=true,stack=8", "another GPU", 8, 0.1)]
-    assert f"auto speed on {here} (fastest that fits" in (log := call("long", 100_000, lines))
+    assert f"window settings (fastest on {here} that fits" in (log := call("long", 100_000, lines))
     assert "SPEED=tf32=true STACK=4" in log
     assert "SPEED= STACK=1" in call("short", 250, lines)  # the stack does not fit 250 s: one run at a time
     assert "(kept from this window's first call): SPEED=tf32=true STACK=4" in call("long", 250)
+    # a call that benchmarks starts a new window: it chooses again (here: as given), and its second call keeps that
+    assert "window settings (as given): SPEED= STACK=2" in call("long", 250, BENCH="1", AUTO_SPEED="0", STACK="2")
+    assert "(kept from this window's first call): SPEED= STACK=2" in call("long", 250, STACK="8", SPEED="tf32=true")

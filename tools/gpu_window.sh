@@ -23,7 +23,8 @@
 # (default BUDGET): the campaign starts runs that can end in the second call (--fit-within).
 # AUTO_SPEED=1 replaces SPEED and STACK by the fastest per-run setting the bench lines of this GPU
 # kind show whose run fits WINDOW_S (`python -m fmrec_lib pick-speed`: results/<size>/benchmarks/ and
-# this window's lines, kept in $WINDOW_ROOT); a second call keeps the first call's choice.
+# this window's lines, kept in $WINDOW_ROOT). A call with BENCH=0 (the window's second call) keeps the
+# SPEED and STACK its first call used, whatever it is given, so that the first call's stacks resume.
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -65,35 +66,45 @@ if [ "$BENCH" = 1 ]; then
   mkdir -p "$WINDOW_ROOT" && [ -e "$OUT/bench.jsonl" ] && cat "$OUT/bench.jsonl" >> "$WINDOW_ROOT/bench.jsonl"
 fi
 
-DEADLINE=$(( $(left) - 25 ))
 # runs may be planned to end in a later call of this window (WINDOW_S: the compute seconds the whole
 # window has from this call's start, later calls included; default BUDGET, this call alone)
-FIT=$(( ${WINDOW_S:-$BUDGET} - ($(date +%s) - T0) - 25 ))
-[ "$FIT" -lt "$DEADLINE" ] && FIT=$DEADLINE
+deadlines() {
+  DEADLINE=$(( $(left) - 25 ))
+  FIT=$(( ${WINDOW_S:-$BUDGET} - ($(date +%s) - T0) - 25 ))
+  [ "$FIT" -lt "$DEADLINE" ] && FIT=$DEADLINE
+  return 0
+}
+deadlines
 
-# AUTO_SPEED=1: the campaign runs at the fastest per-run setting measured on this kind of GPU (this
+# The window's speed settings. A call that benchmarks (BENCH=1) starts a window and chooses them: SPEED
+# and STACK as given or, with AUTO_SPEED=1, the fastest per-run setting measured on this kind of GPU (this
 # window's bench lines and the committed ones; speed fields and stack size only) whose run fits the
-# window, not SPEED/STACK; a later call of the window keeps the first call's choice (its stacks resume)
-if [ "${AUTO_SPEED:-0}" = 1 ]; then
+# window. A call that does not (BENCH=0: the window's second call) keeps what the first call chose, kept
+# in WINDOW_ROOT/picked.txt, so that the first call's stacks resume.
+mkdir -p "$WINDOW_ROOT"
+[ "$BENCH" = 1 ] && rm -f "$WINDOW_ROOT/picked.txt"
+picked_speed="" how="as given"
+if [ "$BENCH" != 1 ] && [ -s "$WINDOW_ROOT/picked.txt" ]; then
+  read -r picked_speed picked_stack < "$WINDOW_ROOT/picked.txt" && how="kept from this window's first call"
+elif [ "${AUTO_SPEED:-0}" = 1 ]; then
   gpu=$(python -c "import torch; from fmrec_lib.utils import device_name, resolve_device; \
 print(device_name(resolve_device('$DEVICE')))" 2>> "$OUT/bench.log")
   earlier=(results/"$SIZE"/benchmarks/*.jsonl)
   [ -e "${earlier[0]}" ] || earlier=()
   [ -e "$WINDOW_ROOT/bench.jsonl" ] && earlier+=("$WINDOW_ROOT/bench.jsonl")  # this window's, both calls
-  if [ -s "$WINDOW_ROOT/picked.txt" ]; then
-    picked=$(cat "$WINDOW_ROOT/picked.txt") && how="kept from this window's first call"
-  elif [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" --device "$gpu" \
-      --fit-seconds "$FIT" 2>> "$OUT/bench.log"); then
-    mkdir -p "$WINDOW_ROOT" && echo "$picked" > "$WINDOW_ROOT/picked.txt" && how="fastest that fits $FIT s"
+  if [ -n "$gpu" ] && [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" \
+      --device "$gpu" --fit-seconds "$FIT" 2>> "$OUT/bench.log"); then
+    read -r picked_speed picked_stack <<< "$picked" && how="fastest on $gpu that fits $FIT s"
   else
-    picked="" how="no usable bench line"
+    how="AUTO_SPEED found no usable bench line${gpu:+ of $gpu}"
   fi
-  if [ -n "$picked" ]; then
-    read -r picked_speed picked_stack <<< "$picked"
-    SPEED=${picked_speed#-} STACK=$picked_stack
-  fi
-  echo "auto speed on $gpu ($how): SPEED=${SPEED:-} STACK=$STACK" >> "$OUT/bench.log"
 fi
+if [ -n "$picked_speed" ]; then
+  SPEED=${picked_speed#-} STACK=$picked_stack
+fi
+echo "${SPEED:--} $STACK" > "$WINDOW_ROOT/picked.txt"
+echo "window settings ($how): SPEED=${SPEED:-} STACK=$STACK" >> "$OUT/bench.log"
+deadlines  # the choice took seconds (python, torch, CUDA start-up)
 
 if [ "$DEADLINE" -gt 30 ]; then
   python -m fmrec_lib campaign --size "$SIZE" --device "$DEVICE" --deadline "$DEADLINE" --fit-within "$FIT" \

@@ -149,14 +149,15 @@ def suite_estimate(ctx: Context, bench_rows: list[dict], setting: str = "", *, e
         epochs = campaign.planned_epochs(ctx, spec, epochs_mode)
         if epochs == 0:
             out.append({"job": job.name, "dataset": job.dataset, "model": job.model, "epochs": 0, "s_per_epoch": 0.0,
-                        "speed_from": "not trained", "seconds": 0.0})
+                        "speed_from": "not trained", "seconds": 0.0, "notebooks": ",".join(job.notebooks)})
             continue
         s, source = speed_for(bench_rows, job.dataset, job.model, setting, samples, device)
         seconds = math.nan if s is None else s * epochs * campaign.EVAL_OVERHEAD + \
             (compile_s if compiled and "eager line" not in source else 0.0)
         out.append({"job": job.name, "dataset": job.dataset, "model": job.model, "epochs": epochs,
-                    "s_per_epoch": s, "speed_from": source, "seconds": seconds})
-    return pd.DataFrame(out, columns=["job", "dataset", "model", "epochs", "s_per_epoch", "speed_from", "seconds"])
+                    "s_per_epoch": s, "speed_from": source, "seconds": seconds, "notebooks": ",".join(job.notebooks)})
+    return pd.DataFrame(out, columns=["job", "dataset", "model", "epochs", "s_per_epoch", "speed_from", "seconds",
+                                      "notebooks"])
 
 
 def windows_needed(jobs: pd.DataFrame, window_s: float, throughput: float = 1.0) -> dict:
@@ -168,6 +169,21 @@ def windows_needed(jobs: pd.DataFrame, window_s: float, throughput: float = 1.0)
     return {"jobs": int(len(jobs)), "unpriced_jobs": int((~priced).sum()), "device_minutes": round(total / 60, 1),
             "windows": math.ceil(total / throughput / window_s) if total else 0,
             "window_s": window_s, "throughput": throughput}
+
+
+def by_notebook(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Device minutes per notebook: of all the jobs it needs, and of those no other notebook needs
+    (what leaving the notebook out of a size would save)."""
+    rows = []
+    names = sorted({n for ns in jobs["notebooks"] for n in ns.split(",") if n})
+    for name in names:
+        needs = jobs["notebooks"].str.split(",").apply(lambda ns: name in ns)
+        alone = jobs["notebooks"] == name
+        rows.append({"notebook": name, "jobs": int(needs.sum()),
+                     "minutes": round(jobs.loc[needs, "seconds"].sum() / 60, 1),
+                     "jobs only it needs": int(alone.sum()),
+                     "their minutes": round(jobs.loc[alone, "seconds"].sum() / 60, 1)})
+    return pd.DataFrame(rows)
 
 
 def summary_table(jobs: pd.DataFrame) -> pd.DataFrame:

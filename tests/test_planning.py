@@ -54,6 +54,13 @@ def test_jobs_are_priced_measured_scaled_or_from_the_eager_line(ctx, tmp_path):
     assert summary["windows"] == math.ceil(jobs["seconds"].sum() / 2.0 / 600.0)
     table = planning.summary_table(jobs)
     assert table["jobs"].sum() == len(jobs)
+    per_nb = planning.by_notebook(jobs).set_index("notebook")
+    plan = campaign.plan(ctx)
+    main = per_nb.loc["01_main_results"]
+    assert main["jobs"] == sum("01_main_results" in j.notebooks for j in plan)
+    assert main["jobs only it needs"] == sum(j.notebooks == ["01_main_results"] for j in plan) < main["jobs"]
+    first = jobs.iloc[0]  # the FMRec default: needed by several notebooks, so in none's "only it needs"
+    assert "," in first["notebooks"] and per_nb["their minutes"].sum() < jobs["seconds"].sum() / 60
     assert planning.markdown(table).splitlines()[0].startswith("| dataset | model | epochs")
     # a compiled setting: each run priced with a compiled line pays one compilation, one on its eager line none
     bench.write_text("\n".join([_line("ml-100k", "fmrec", 1.0, "compile=true"), _line("ml-100k", "sasrec", 3.0)]))

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fmrec_lib.context import Context  # noqa: E402
-from fmrec_lib.planning import markdown, read_bench, suite_estimate, summary_table, windows_needed  # noqa: E402
+from fmrec_lib.planning import by_notebook, markdown, read_bench, suite_estimate, summary_table, windows_needed  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,6 +34,8 @@ def main(argv=None) -> int:
                    help="compute seconds one window gives (both calls, machine start excluded)")
     p.add_argument("--throughput", type=float, default=1.0, help="throughput gain of the jobs run at once")
     p.add_argument("--datasets", nargs="+", default=None, help="only these datasets' jobs (default: all)")
+    p.add_argument("--by-notebook", action="store_true",
+                   help="also a table of device minutes per notebook (all its jobs, and those only it needs)")
     args = p.parse_args(argv)
     ctx = Context.create(args.size, "cpu", progress=False)
     jobs = suite_estimate(ctx, read_bench(args.bench), args.setting, epochs_mode=args.epochs,
@@ -41,6 +43,9 @@ def main(argv=None) -> int:
     if args.datasets:
         jobs = jobs[jobs["dataset"].isin(args.datasets)]
     print(markdown(summary_table(jobs)))
+    if args.by_notebook:
+        print()
+        print(markdown(by_notebook(jobs)))
     print(json.dumps({"size": args.size, "setting": args.setting, "epochs": args.epochs, "datasets": args.datasets,
                       **windows_needed(jobs, args.window_s, args.throughput)}))
     return 0

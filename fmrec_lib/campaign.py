@@ -236,22 +236,34 @@ def epochs_done(ctx: Context, job: PlannedJob, stack: int = 1) -> int:
     job may join one (:func:`_interrupted_stack_of`), of the interrupted stack holding it, which
     is then resumed; 0 when it starts afresh. (With ``separate_outputs`` a job's checkpoints are
     in its own folder: not looked at.)"""
+    return _resume_point(ctx, job, stack)[1]
+
+
+def _resume_point(ctx: Context, job: PlannedJob, stack: int) -> tuple[dict | None, int]:
+    """(the interrupted stack ``job`` resumes with, or None; :func:`epochs_done`)."""
     from . import checkpoints
 
     if not isinstance(job.spec, RunSpec) or job.config_hash is None:
-        return 0
+        return None, 0
     earlier = _interrupted_stack_of(ctx, job, stack)
-    if earlier is not None:
-        return checkpoints.saved_epoch(Path(earlier["path"]).with_suffix(".pt")) or 0
-    return checkpoints.saved_epoch(checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash)) or 0
+    path = Path(earlier["path"]).with_suffix(".pt") if earlier is not None else _running_path(ctx, job)
+    return earlier, checkpoints.saved_epoch(path) or 0
 
 
-def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max", stack: int = 1) -> tuple[int, int]:
+def _running_path(ctx: Context, job: PlannedJob) -> Path:
+    """Where ``job``'s run keeps its own running checkpoint in the context's store."""
+    from . import checkpoints
+
+    return checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash)
+
+
+def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max", stack: int = 1,
+                  done: int | None = None) -> tuple[int, int]:
     """(the epochs ``job``'s run is budgeted for in all, the epochs it has trained already): a
     resumed run needs only the rest; one that has run past its expected epochs is budgeted to
-    its next validation at least."""
+    its next validation at least. ``done``: :func:`epochs_done`, when the caller has it."""
     total = planned_epochs(ctx, job.spec, mode)
-    done = epochs_done(ctx, job, stack)
+    done = epochs_done(ctx, job, stack) if done is None else done
     if done and done >= total:
         from .train import TrainConfig
 
@@ -332,7 +344,7 @@ def execute_stack(payloads: list[dict]) -> list[dict]:
     t0 = time.time()
     ctx = _job_context(payloads[0])
     specs = [RunSpec.from_json(p["spec"]) for p in payloads]
-    size = _resumed_stack_size(ctx, specs) or len(specs)  # a resumed stack also holds runs that have ended
+    size = payloads[0].get("stack_size") or len(specs)  # a resumed stack also holds runs that have ended
     outs = [{"name": p["name"], "dataset": s.dataset, "model": s.model, "device": ctx.device_label,
              "stack": size} for p, s in zip(payloads, specs)]
 
@@ -386,18 +398,7 @@ def _interrupted_stack_of(ctx: Context, job: PlannedJob, stack: int) -> dict | N
 
 def _own_checkpoint(ctx: Context, job: PlannedJob) -> bool:
     """Whether ``job``'s run has a running checkpoint of its own (a deadline stopped it alone)."""
-    from . import checkpoints
-
-    return job.config_hash is not None and \
-        checkpoints.running_path(ctx.store.checkpoints, job.model, job.config_hash).exists()
-
-
-def _resumed_stack_size(ctx: Context, specs: list[RunSpec]) -> int | None:
-    """The number of runs of the interrupted stack that ``run_stacked`` would resume for ``specs``."""
-    from .runs import _interrupted_stack, spec_hash
-
-    earlier = _interrupted_stack(ctx, specs[0].model, [spec_hash(ctx, s) for s in specs])
-    return None if earlier is None else len(earlier["members"])
+    return job.config_hash is not None and _running_path(ctx, job).exists()
 
 
 def _stack_partners(ctx: Context, job: PlannedJob, pending: list[PlannedJob], running, stack: int,
@@ -621,7 +622,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                 earlier = _interrupted_stack_of(ctx, job, stack)
                 partners = _stack_partners(ctx, job, pending, running, stack, earlier)
                 members = [job, *partners]
-                known = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else len(members)))
+                size = len(earlier["members"]) if earlier else len(members)
+                known = speeds.get(speed_key(ctx, job.spec, size))
                 budgets = [epochs_budget(ctx, m, epochs_estimate, stack) for m in members]
                 if partners and earlier is None and known is not None and \
                         known * max(total - done for total, done in budgets) * EVAL_OVERHEAD > t_fit - time.time() - SAFETY_S:
@@ -633,7 +635,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                     clog.write("start stack", names=[m.name for m in members],
                                config_hashes=[m.config_hash for m in members], dataset=job.dataset, model=job.model,
                                resumes_after_epoch=max(done for _, done in budgets), time_left_s=_seconds_left(t_end))
-                    payloads = [m.payload(ctx, t_end, total, fit_by=t_fit) for m, (total, _) in zip(members, budgets)]
+                    payloads = [{**m.payload(ctx, t_end, total, fit_by=t_fit), "stack_size": size}
+                                for m, (total, _) in zip(members, budgets)]
                     in_flight[pool.submit(execute_stack, payloads)] = members
                     continue
                 budget, done = epochs_budget(ctx, job, epochs_estimate)
@@ -796,11 +799,11 @@ def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str
     recorded = find(ctx, job.spec)
     if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
         return 0.0
-    earlier = _interrupted_stack_of(ctx, job, stack)  # it resumes with its stack: the stack's speed
+    earlier, done = _resume_point(ctx, job, stack)  # with an interrupted stack: at the stack's speed
     s = speeds.get(speed_key(ctx, job.spec, len(earlier["members"]) if earlier else 1))
     if s is None:
         return None
-    total, done = epochs_budget(ctx, job, mode, stack)
+    total, done = epochs_budget(ctx, job, mode, stack, done)
     return round(s * (total - done) * EVAL_OVERHEAD, 1)
 
 

@@ -79,6 +79,8 @@ def saved_epoch(path: str | Path) -> int | None:
     """The epoch a running or stack checkpoint was written after, read without loading its
     tensors (memory-mapped); None if there is no such file or it cannot be read."""
     path = Path(path)
+    if not path.is_file():
+        return None
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return int(ckpt["epoch"])

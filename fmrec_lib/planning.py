@@ -29,8 +29,8 @@ COMPILED_KEYS = ("compile=true",)
 
 
 def read_bench(paths) -> list[dict]:
-    """The JSON lines of benchmark files, each with the file it came from; lines that do not
-    parse are skipped with their file and line in the error (never silently)."""
+    """The benchmark lines of JSON-lines files, each with the file it came from; other JSON
+    lines are passed over, and a line that does not parse raises an error naming its file and line."""
     rows = []
     for path in paths:
         for number, line in enumerate(Path(path).read_text().splitlines(), 1):

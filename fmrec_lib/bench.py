@@ -27,8 +27,10 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     (the configured sampler, 30 Euler steps by default) over ``sample_users`` users (all by default).
 
     Before the timed steps: ``warmup`` full steps (with ``compile``, the first one compiles),
-    then one step with the epoch's last, smaller batch (``len(samples) % batch_size``, or half a
-    batch), as every epoch of ``fit`` has: a second graph under ``compile``, timed on its own.
+    then two steps with the epoch's last, smaller batch (``len(samples) % batch_size``, or half a
+    batch), as every epoch of ``fit`` has, eager under ``compile`` as in ``fit``: the first is
+    ``partial_step_s``, the second ``partial_steady_s``. ``s_per_epoch`` is the epoch's full
+    batches at the timed steps' pace plus one steady last batch.
 
     Under ``torchrun`` (a process group of N ranks) every rank steps ``batch_size / N`` samples
     through ``DistributedDataParallel`` and scores its share of the users; the rates reported
@@ -75,7 +77,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     partial = n % batch_size or max(1, batch_size // 2)
     per_rank = batch_size // world
 
-    def step(i: int, size: int = per_rank) -> None:
+    def step(i: int, size: int = per_rank) -> None:  # the last, smaller batch eager, as in fit
         start = ((i * world + rank) * per_rank) % max(1, n - size)
         idx = perm[start:start + size]
         if stack > 1:  # each run of the stack its own batch
@@ -83,9 +85,9 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         if compile and compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
-            loss = loss_fn(inputs[idx], targets[idx])["loss"]
+            value = (loss_fn if size == per_rank else loss)(inputs[idx], targets[idx])["loss"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
 
     def timed(fn) -> float:
@@ -100,8 +102,10 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     net.train()
     warmup_s = timed(lambda: [step(i) for i in range(warmup)])
     partial_s = timed(lambda: step(warmup, max(1, partial // world)))
-    train_s = timed(lambda: [step(warmup + 1 + i) for i in range(train_steps)])
+    partial_steady_s = timed(lambda: step(warmup + 1, max(1, partial // world)))
+    train_s = timed(lambda: [step(warmup + 2 + i) for i in range(train_steps)])
     samples_per_s = train_steps * batch_size * stack / train_s
+    s_per_epoch = n // batch_size * train_s / train_steps + (partial_steady_s if n % batch_size else 0.0)
 
     hist, _ = dataset.eval_inputs("test", mc.max_len)
     hist = hist[:sample_users] if sample_users else hist
@@ -121,10 +125,11 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         "flags": {"fused_adam": fused_adam, "amp_bf16": amp_bf16, "compile": compile, "compile_mode": compile_mode,
                   "tf32": tf32, "attention": getattr(mc, "attention", None), "rec_loss": getattr(mc, "rec_loss", None)},
         "train_samples_per_epoch": n, "samples_per_s": round(samples_per_s, 1),
-        "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(n * stack / samples_per_s, 3),
-        "stack": stack, "s_per_run_epoch": round(n / samples_per_s, 3),
+        "ms_per_step": round(1000 * train_s / train_steps, 2), "s_per_epoch": round(s_per_epoch, 3),
+        "stack": stack, "s_per_run_epoch": round(s_per_epoch / stack, 3),
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3),
         "partial_batch_size": partial, "partial_step_s": round(partial_s, 3),
+        "partial_steady_s": round(partial_steady_s, 3), "partial_eager": compile,
         "sample_users": n_users, "model_calls_per_user": net.n_model_calls(),
         "sampling_s": round(sample_s, 3), "users_per_s": round(n_users / sample_s, 1),
         "runtime": runtime_info(device, compiled=compile, compile_mode=compile_mode, amp_bf16=amp_bf16),

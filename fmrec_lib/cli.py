@@ -226,7 +226,8 @@ def _bench(args, model_fields: list[str], main: bool) -> int:
         print(f"  training: {report['samples_per_s']:.0f} samples/s at batch {report['batch_size']} "
               f"({report['ms_per_step']:.1f} ms per step) -> {report['s_per_epoch']:.2f} s per epoch "
               f"({report['train_samples_per_epoch']} samples); warm-up {report['warmup_s']:.2f} s, "
-              f"last batch of {report['partial_batch_size']}: {report['partial_step_s']:.2f} s"
+              f"last batch of {report['partial_batch_size']}{' (eager)' if report['partial_eager'] else ''}: "
+              f"{report['partial_step_s']:.2f} s, then {report['partial_steady_s']:.3f} s"
               + (f"; a stack of {report['stack']}: {report['s_per_run_epoch']:.2f} s per run-epoch"
                  if report["stack"] > 1 else ""), file=sys.stderr)
         print(f"  sampling: {report['users_per_s']:.0f} users/s ({report['model_calls_per_user']} model calls each, "

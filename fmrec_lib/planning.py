@@ -124,7 +124,7 @@ def fastest_setting(rows: list[dict], dataset: str = "ml-100k", model: str = "fm
 
 
 def suite_estimate(ctx: Context, bench_rows: list[dict], setting: str = "", *, epochs_mode: str = "expected",
-                   compile_s: float = 40.0, device: str | None = None) -> pd.DataFrame:
+                   compile_s: float = 30.0, device: str | None = None) -> pd.DataFrame:
     """One row per pending job of the campaign's plan at the context's size: dataset, model,
     budgeted epochs, seconds per epoch and its source, and the seconds it needs (NaN: no speed)."""
     from . import campaign

@@ -210,9 +210,9 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     inputs, targets = inputs.to(device), targets.to(device)
     for m in members:
         m.net.train()
-    loss_fn, params, buffers = stacked_loss([m.net for m in members])
-    if tc0.compile:
-        loss_fn = compile_loss(loss_fn, tc0.compile_mode)
+    eager_loss, params, buffers = stacked_loss([m.net for m in members])
+    # under compile an epoch's last, smaller batch runs eagerly (one compilation per run, as in fit)
+    loss_fn = compile_loss(eager_loss, tc0.compile_mode) if tc0.compile else eager_loss
     mark_step = tc0.compile and tc0.compile_mode == "reduce-overhead"
     optimizer = torch.optim.Adam(params.values(), lr=tc0.lr, weight_decay=tc0.weight_decay,
                                  **({"fused": True} if tc0.fused_adam and device.type == "cuda" else {}))
@@ -309,7 +309,8 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                 if mark_step:
                     torch.compiler.cudagraph_mark_step_begin()
                 with autocast:
-                    terms = loss_fn(params, buffers, inputs[idx], targets[idx])  # each (K,)
+                    step_loss = loss_fn if idx.shape[1] == tc0.batch_size or n_batches == 1 else eager_loss
+                    terms = step_loss(params, buffers, inputs[idx], targets[idx])  # each (K,)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].sum().backward()  # the runs are independent: each slice gets its own gradient
                 optimizer.step()

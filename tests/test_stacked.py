@@ -78,6 +78,29 @@ def test_a_stack_of_one_trains_like_fit():
     assert stacked.config_hash == single.config_hash and stacked.runtime["stacked"] == 1
 
 
+def test_a_compiled_stack_compiles_one_graph_and_runs_the_last_batch_eagerly(monkeypatch):
+    """As in fit: one compilation per stack, the last, smaller batch eager, the same numbers."""
+    from torch._dynamo.testing import CompileCounter
+
+    from fmrec_lib import stacked as stacked_module
+
+    ds = cyclic_dataset(30)
+    cfg = dict(TINY_FMREC, hidden=16)
+    runs = [(cfg, dict(FAST, epochs=3, eval_every=1, seed=seed)) for seed in (1, 2)]
+    assert len(ds.training_samples(TINY_FMREC["max_len"])[1]) % FAST["batch_size"]  # a partial batch
+    eager = fit_stacked(ds, "fmrec", runs, device="cpu", progress=False)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setattr(stacked_module, "compile_loss",
+                        lambda fn, mode="default": torch.compile(fn, backend=counter, dynamic=False))
+    compiled = fit_stacked(ds, "fmrec", [(m, dict(t, compile=True)) for m, t in runs], device="cpu", progress=False)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    for a, b in zip(compiled, eager):
+        assert [h["loss_loss"] for h in a.history] == pytest.approx([h["loss_loss"] for h in b.history], rel=1e-5)
+        assert a.test == pytest.approx(b.test, rel=1e-4, abs=1e-6)
+
+
 def test_a_stack_records_each_run_like_fit(tmp_path):
     ds = cyclic_dataset(80)
     cfg = dict(TINY_FMREC, hidden=16)

@@ -163,6 +163,23 @@ def test_cli_bench_runs_at_tiny_size(tmp_path, capsys):
                      "--hidden", "16", "--heads", "2", "--max-len", "8", "--rec-hidden", "16", "32"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["samples_per_s"] > 0 and report["users_per_s"] > 0 and report["model_calls_per_user"] == 30
+    n, batch = report["train_samples_per_epoch"], report["batch_size"]
+    assert n % batch and not report["partial_eager"]  # an epoch: its full batches, then its last, smaller one
+    assert report["s_per_epoch"] == pytest.approx(n // batch * report["ms_per_step"] / 1000
+                                                  + report["partial_steady_s"], abs=2e-3)
+
+
+def test_a_compiled_bench_compiles_one_graph_and_steps_the_last_batch_eagerly(monkeypatch):
+    from fmrec_lib import train
+    from fmrec_lib.bench import benchmark
+
+    counter = _counting_compile(monkeypatch, train)
+    for stack in (1, 2):
+        report = benchmark(cyclic_dataset(40), model_config=dict(TINY_FMREC, hidden=16), device="cpu", batch_size=32,
+                           train_steps=2, warmup=1, sample_users=4, compile=True, stack=stack)
+        assert report["partial_eager"] and report["train_samples_per_epoch"] % 32
+        assert counter.frame_count == stack  # one more graph for each bench (the full batch), as fit compiles per run
+    torch._dynamo.reset()
 
 
 def test_selected_model_is_saved_and_reloads_to_the_same_metrics(tmp_path):
@@ -330,6 +347,36 @@ def test_compiled_training_survives_the_last_smaller_batch(name):
     torch._dynamo.reset()
     assert run.epochs_run == 2 and run.runtime["compiled"]
     assert all(math.isfinite(v) for h in run.history for k, v in h.items() if k.startswith("loss_"))
+
+
+def _counting_compile(monkeypatch, module):
+    """Replace ``module.compile_loss`` by dynamo with a counting backend that runs the traced
+    graph eagerly (the same random draws as eager code): returns the counter."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setattr(module, "compile_loss", lambda fn, mode="default": torch.compile(fn, backend=counter,
+                                                                                          dynamic=False))
+    return counter
+
+
+def test_compiled_training_compiles_one_graph_and_runs_the_last_batch_eagerly(monkeypatch):
+    """Under compile an epoch's last, smaller batch runs the eager loss: one compilation per run
+    instead of two, and the same numbers as eager training."""
+    from fmrec_lib import train
+
+    ds = cyclic_dataset(20)
+    cfg, schedule = dict(TINY_FMREC, hidden=16), dict(FAST, epochs=3, eval_every=1)
+    assert len(ds.training_samples(TINY_FMREC["max_len"])[1]) % schedule["batch_size"]  # a partial batch
+    eager = fit(ds, "fmrec", cfg, schedule, device="cpu", results_path=None, progress=False)
+    counter = _counting_compile(monkeypatch, train)
+    compiled = fit(ds, "fmrec", cfg, dict(schedule, compile=True), device="cpu", results_path=None, progress=False)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    assert [h["loss_loss"] for h in compiled.history] == pytest.approx([h["loss_loss"] for h in eager.history],
+                                                                        rel=1e-5)
+    assert compiled.test == pytest.approx(eager.test, rel=1e-4, abs=1e-6)
 
 
 def test_compile_uses_static_shapes_and_the_configured_mode(monkeypatch):

@@ -81,6 +81,7 @@ class PlannedJob:
     notebooks: list[str]
     config_hash: str | None = None
     solo: bool = False  # never in a stack (its stack did not fit: it runs alone)
+    crowded: bool = False  # it did not fit while other jobs shared the device: queued once to run alone
 
     @property
     def dataset(self) -> str:
@@ -166,15 +167,31 @@ def speed_key(ctx: Context, spec: RunSpec, stack: int = 1) -> str:
         (f"|stack={stack}" if stack > 1 else "")
 
 
-def _known_speeds(ctx: Context) -> dict[str, float]:
+def _known_speeds(ctx: Context, alone_only: bool = False) -> dict[str, float]:
     """Steady seconds per epoch of finished runs (not first epochs, which carry start-up and
-    compilation), from every store's log, by :func:`speed_key`."""
+    compilation), from every store's log, by :func:`speed_key`; ``alone_only``: only of runs
+    that had the device to themselves (a campaign running one job at a time)."""
     speeds: dict[str, float] = {}
     for store in ctx.stores:
         for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("event") == "done" and entry.get("s_per_epoch") and entry.get("speed_key"):
+            if entry.get("event") == "done" and entry.get("s_per_epoch") and entry.get("speed_key") and \
+                    not (alone_only and entry.get("shared_device")):
                 speeds[entry["speed_key"]] = float(entry["s_per_epoch"])
     return speeds
+
+
+ONE_AT_A_TIME = "one job at a time"  # the log event of a campaign that stopped sharing the device
+
+
+def _crowding(ctx: Context, stack: int) -> dict | None:
+    """The logged event (any store) saying that runs with this context's device and speed settings
+    and this stack size did not fit while sharing the device, or None."""
+    for store in ctx.stores:
+        for entry in CampaignLog(store.results / LOG_NAME).entries():
+            if entry.get("event") == ONE_AT_A_TIME and entry.get("device") == ctx.device_label and \
+                    entry.get("speed") == ctx.speed and entry.get("stack") == stack:
+                return entry
+    return None
 
 
 def _is_done(ctx: Context, job: PlannedJob) -> bool:
@@ -512,7 +529,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                  output_dir: str | Path | None = None, archive: str | Path | None = None, dry_run: bool = False,
                  executor: str = "local", executor_options: dict | None = None,
                  allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False,
-                 speed: dict | None = None, stack: int = 1, fit_within_s: float | None = None) -> dict:
+                 speed: dict | None = None, stack: int = 1, fit_within_s: float | None = None,
+                 share_again: bool = False) -> dict:
     """Run the campaign until ``deadline_s`` seconds from now; returns a summary.
 
     ``fit_within_s`` (>= ``deadline_s``; default: the deadline): runs are started, and kept
@@ -544,7 +562,14 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     pending jobs of the same dataset and stack key with it, and their runs train as one stack in
     one worker (:mod:`fmrec_lib.stacked`: each run's own seed, batches and selection, the random
     draws shared by the stack); each then runs its own sweeps. A stack counts as one of the
-    ``jobs`` running at once; its measured speed is kept apart from single runs' (:func:`speed_key`)."""
+    ``jobs`` running at once; its measured speed is kept apart from single runs' (:func:`speed_key`).
+
+    Jobs sharing one device (local ``jobs`` > 1) each run slower than alone. When one of them
+    gives up because its speed while sharing does not fit, the campaign runs one job at a time
+    from then on: that job (and every other one that gives up while sharing) is queued again, once,
+    to run alone, and the speeds measured while sharing no longer price the jobs. This is logged
+    (``one job at a time``), and a later campaign with the same device, speed settings and stack
+    size starts one job at a time, unless ``share_again``."""
     if epochs_estimate not in ESTIMATES:
         raise ValueError(f"epochs_estimate must be one of {ESTIMATES}, got {epochs_estimate!r}")
     cluster = executor in CLUSTER_EXECUTORS
@@ -577,7 +602,9 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     failed = set() if retry_failed else _permanent_failures(ctx)
     skipped_failed = [j.name for j in pending if j.config_hash in failed]
     pending = [j for j in pending if j.config_hash not in failed]
-    speeds = _known_speeds(ctx)
+    crowded_before = None if cluster or jobs <= 1 or share_again else _crowding(ctx, stack)
+    capacity_jobs = 1 if crowded_before else jobs
+    speeds = _known_speeds(ctx, alone_only=capacity_jobs == 1)
     if dry_run:
         plan_rows = [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
                       "estimate_s": _estimate(ctx, j, speeds, epochs_estimate, stack),
@@ -606,6 +633,13 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         _measure_sampling_cost(ctx, clog, t_end)
     pool = make_executor(executor, jobs, options, ctx)
     capacity = getattr(pool, "capacity", jobs)  # None: every startable job at once (the cluster queues them)
+    if crowded_before:
+        capacity = 1
+        clog.write(ONE_AT_A_TIME, device=ctx.device_label, speed=ctx.speed, stack=stack, jobs=jobs,
+                   reason=f"runs with these settings did not fit while sharing this device before "
+                          f"({crowded_before.get('time', 'an earlier campaign')}); share_again to try")
+    shared: set = set()  # in-flight handles that have had the device shared with another job
+    shared_keys: set[str] = set()  # speed keys measured while sharing
     arrays = hasattr(pool, "submit_array")  # a cluster: the jobs that start together go in one array
     in_flight: dict[Any, PlannedJob | list[PlannedJob]] = {}  # futures (local; a stack: its jobs) or submitit jobs
     outcomes: list[dict] = []
@@ -659,13 +693,18 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                            job_ids=[str(getattr(h, "job_id", "")) for h in handles])
             if not in_flight:
                 break
+            if not cluster and len(in_flight) > 1:
+                shared.update(in_flight)
             finished = _wait_any(list(in_flight), getattr(pool, "poll_s", 1.0), t_end)
             if not finished and time.time() >= t_end:  # a job overran its deadline: stop waiting for it
                 clog.write("deadline passed", still_running=[j.name for j in _flat(in_flight.values())])
                 break
+            gave_up_sharing = []
             for handle in finished:
                 members = in_flight.pop(handle)
                 members = members if isinstance(members, list) else [members]
+                was_shared = handle in shared
+                shared.discard(handle)
                 try:
                     results = handle.result()
                 except Exception as e:  # a worker that died (out of memory, killed), a cluster job that never ran
@@ -673,10 +712,25 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                                 "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
                                for job in members]
                 for job, outcome in zip(members, results if isinstance(results, list) else [results]):
-                    _handle_outcome(ctx, clog, job, outcome, outcomes, speeds, attempts, max_retries, pending,
-                                    separate)
+                    if was_shared:
+                        outcome["shared_device"] = True
+                        if outcome.get("speed_key"):
+                            shared_keys.add(outcome["speed_key"])
+                    # once one job at a time runs, a speed measured while sharing prices nothing
+                    if _handle_outcome(ctx, clog, job, outcome, outcomes, speeds, attempts, max_retries, pending,
+                                       separate, record_speed=not (was_shared and capacity == 1)):
+                        gave_up_sharing.append(job.name)
                 if archive:
                     write_archive(ctx, archive)
+            if gave_up_sharing and capacity is not None and capacity > 1:
+                capacity = 1
+                alone = _known_speeds(ctx, alone_only=True)
+                for key in shared_keys:  # measured while sharing: the speed alone, where known, or none
+                    speeds.pop(key, None)
+                    if key in alone:
+                        speeds[key] = alone[key]
+                clog.write(ONE_AT_A_TIME, device=ctx.device_label, speed=ctx.speed, stack=stack, jobs=jobs,
+                           reason=f"{', '.join(gave_up_sharing)} did not fit while sharing the device")
     except BaseException:
         if in_flight and hasattr(pool, "cancel"):  # interrupted: the cluster's jobs would run on without us
             pool.cancel(list(in_flight))
@@ -701,18 +755,25 @@ def _flat(values) -> list[PlannedJob]:
 
 def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes: list[dict],
                     speeds: dict[str, float], attempts: dict[str, int], max_retries: int, pending: list[PlannedJob],
-                    separate: bool) -> None:
+                    separate: bool, record_speed: bool = True) -> bool:
     """Log one finished job, learn its speed, and queue a retry when it failed and may retry (or,
-    when its stack did not fit the time left, to run alone)."""
+    when it did not fit while sharing the device, to run alone on it, once; or, when its stack did
+    not fit the time left, to run alone, outside a stack). Returns whether it did not fit while
+    sharing the device (the campaign then runs one job at a time)."""
     if job.config_hash:
         outcome.setdefault("config_hash", job.config_hash)  # failures too: permanent ones are remembered by it
     outcomes.append(outcome)
     if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
         merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
-    if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
+    if record_speed and outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
         speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
     clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
-    if outcome["status"] == "does not fit" and outcome.get("stack", 1) > 1 and not job.solo:
+    crowded = outcome["status"] == "does not fit" and outcome.get("shared_device") and not job.crowded
+    if crowded:
+        job.crowded = True
+        clog.write("retry alone on the device", name=job.name, config_hash=job.config_hash,
+                   reason="it did not fit while sharing the device")
+    elif outcome["status"] == "does not fit" and outcome.get("stack", 1) > 1 and not job.solo:
         job.solo = True
         clog.write("retry alone", name=job.name, config_hash=job.config_hash, reason="its stack did not fit")
     elif outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
@@ -722,9 +783,10 @@ def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: d
     else:
         if outcome["status"] == "failed" and job.priority[0] == 0:
             log.error("%s failed: %s", job.name, outcome.get("reason"))
-        return
+        return False
     pending.append(job)  # queued again, in priority order
     pending.sort(key=lambda j: j.priority)
+    return bool(crowded)
 
 
 def _job_root(ctx: Context, job: PlannedJob) -> Path:

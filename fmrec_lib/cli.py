@@ -263,7 +263,7 @@ def _cmd_campaign(args) -> int:
                            executor=args.executor, executor_options=_executor_options(args),
                            allow_cpu_training=args.allow_cpu_training, epochs_estimate=args.epochs_estimate,
                            retry_failed=args.retry_failed, speed=_parse_overrides(args.speed or ""),
-                           stack=args.stack, fit_within_s=args.fit_within)
+                           stack=args.stack, fit_within_s=args.fit_within, share_again=args.share_again)
     print(json.dumps(summary, default=str))
     return 0
 
@@ -342,6 +342,10 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
                         "compile_mode=reduce-overhead (not part of a run's identity; recorded with each result)")
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs whose last attempt failed for good "
                                                                 "(a NaN loss or NaN scores)")
+    p.add_argument("--share-again", action="store_true",
+                   help="run --jobs at once although runs with this device, speed settings and stack size did not "
+                        "fit while sharing the device before (logged 'one job at a time'; by default such a "
+                        "campaign runs one job at a time)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (priority order, estimates), run nothing")
     p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
     p.add_argument("--stack", type=positive_int, default=1,

@@ -220,6 +220,87 @@ def test_the_runs_of_a_stack_that_does_not_fit_run_alone(roots, monkeypatch):
     assert len(fmrec) == 2 and not any("stacked" in json.loads(r) for r in fmrec["runtime"])
 
 
+class _SharedDevice:
+    """A fake ``execute_job`` (run in threads): a job that overlapped another gives up as a run too
+    slow to fit would (at a speed that would price every later job out of the window if it were
+    believed); a job that had the device alone is done."""
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.active, self.shared, self.most, self.alone_done = threading.Lock(), set(), set(), 0, []
+
+    def __call__(self, payload):
+        import time
+
+        from fmrec_lib.runs import RunSpec
+
+        name = payload["name"]
+        with self.lock:
+            self.active.add(name)
+            self.most = max(self.most, len(self.active))
+            if len(self.active) > 1:
+                self.shared |= self.active
+        time.sleep(0.3)
+        with self.lock:
+            self.active.discard(name)
+            shared = name in self.shared
+            self.shared.discard(name)
+        ctx = campaign._job_context(payload)
+        out = {"name": name, "dataset": "ml-100k", "model": "fmrec", "device": ctx.device_label,
+               "speed_key": campaign.speed_key(ctx, RunSpec.from_json(payload["spec"]))}
+        if shared:
+            return {**out, "status": "does not fit", "reason": "slow while shared (test)", "s_per_epoch": 1e4}
+        self.alone_done.append(name)
+        return {**out, "status": "done", "s_per_epoch": 0.5}
+
+
+def test_runs_that_do_not_fit_while_sharing_the_device_run_alone_and_the_campaign_stops_sharing(roots, monkeypatch):
+    """Jobs sharing a device can each be too slow to fit where one alone fits (several CUDA-graphed
+    runs on one GPU): the campaign must not lose the window to that. Each job that gives up while
+    sharing is queued again, once, to run alone; from then on one job runs at a time, the speeds
+    measured while sharing price nothing, and a later campaign with the same device and settings
+    starts one at a time, unless told to share again."""
+    import concurrent.futures as cf
+
+    monkeypatch.setattr(reports, "DEFAULTS", {"05_sensitivity": SMALL["05_sensitivity"]})
+    monkeypatch.setattr(campaign, "make_executor", lambda kind, jobs, options, ctx: cf.ThreadPoolExecutor(jobs))
+    out = roots / "repo"
+    names = sorted(j.name for j in campaign.plan(Context.create("smoke", "cpu", out, progress=False)))
+    assert len(names) == 2
+
+    def log():
+        path = out / "results" / "smoke" / "campaign.log.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    first = _SharedDevice()
+    monkeypatch.setattr(campaign, "execute_job", first)
+    summary = campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out)
+    gave_up = [o for o in summary["outcomes"] if o["status"] == "does not fit"]
+    assert sorted(o["name"] for o in gave_up) == names and all(o["shared_device"] for o in gave_up)
+    # both ran again, alone, although the speed they reported while sharing prices them out of 900 s
+    assert sorted(first.alone_done) == names and not summary["not_started"]
+    assert [e["event"] for e in log()].count("retry alone on the device") == 2
+    assert [e["event"] for e in log()].count(campaign.ONE_AT_A_TIME) == 1
+
+    # the fake records no run, so everything is pending again for a later campaign
+    later = _SharedDevice()
+    monkeypatch.setattr(campaign, "execute_job", later)
+    second = campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out)
+    assert later.most == 1 and [o["status"] for o in second["outcomes"]] == ["done", "done"]
+    told = [e for e in log() if e["event"] == campaign.ONE_AT_A_TIME]
+    assert len(told) == 2 and "did not fit while sharing this device before" in told[-1]["reason"]
+
+    again = _SharedDevice()
+    monkeypatch.setattr(campaign, "execute_job", again)
+    campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, share_again=True)
+    assert again.most == 2
+    other = _SharedDevice()  # other speed settings were never crowded: they share
+    monkeypatch.setattr(campaign, "execute_job", other)
+    campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, speed={"tf32": True})
+    assert other.most == 2
+
+
 def _interrupt_after_epoch_4(ctx, monkeypatch, module):
     """Make the next training in ``ctx`` stop at a deadline after epoch 4 (a fake clock in ``module``)."""
     from synthetic import deadline_after_epoch

@@ -190,16 +190,19 @@ BENCH_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32", "sta
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
     """Time training and sampling; each ``--variant`` (model-config fields and speed flags,
-    ``key=value,...``) is timed in turn in this one process, so the numbers compare. Under
-    ``torchrun --nproc-per-node N`` the N processes train data-parallel (rank 0 reports)."""
+    ``key=value,...``) is timed in turn in this one process, so the numbers compare. A variant
+    that fails (one process) prints its error, as a JSON line with ``error`` too, and the next
+    one is timed: a GPU window keeps the lines it can get; the exit status is then 1. Under
+    ``torchrun --nproc-per-node N`` the N processes train data-parallel (rank 0 reports) and a
+    failure ends them all."""
     from .distributed import launched
 
     with launched(args.device) as (group, device):
         args.device = device
-        return _bench(args, model_fields, group is None or group.is_main)
+        return _bench(args, model_fields, group is None or group.is_main, go_on=group is None)
 
 
-def _bench(args, model_fields: list[str], main: bool) -> int:
+def _bench(args, model_fields: list[str], main: bool, go_on: bool = True) -> int:
     from .bench import benchmark
     from .config import from_dict
     from .models import model_config_class
@@ -212,11 +215,25 @@ def _bench(args, model_fields: list[str], main: bool) -> int:
     for _, overrides in variants:  # unknown keys fail before any timing
         from_dict(model_config_class(args.model), {**model_config, **{k: v for k, v in overrides.items()
                                                                       if k not in BENCH_FLAGS}})
+    failed = 0
     for variant, overrides in variants:
         flags = {**base_flags, **{k: v for k, v in overrides.items() if k in BENCH_FLAGS}}
         config = {**model_config, **{k: v for k, v in overrides.items() if k not in BENCH_FLAGS}}
-        report = benchmark(ds, model=args.model, model_config=config, device=args.device, batch_size=args.batch_size,
-                           train_steps=args.train_steps, warmup=args.warmup, sample_users=args.sample_users, **flags)
+        try:
+            report = benchmark(ds, model=args.model, model_config=config, device=args.device,
+                               batch_size=args.batch_size, train_steps=args.train_steps, warmup=args.warmup,
+                               sample_users=args.sample_users, **flags)
+        except Exception as e:
+            if not go_on:
+                raise
+            failed += 1
+            error = f"{type(e).__name__}: {e}"
+            logging.getLogger(__name__).debug("bench variant %r failed", variant, exc_info=True)
+            print(f"{args.model} on {ds.name}, variant {variant!r}: FAILED ({error}); the next variant goes on",
+                  file=sys.stderr)
+            print(json.dumps({"dataset": ds.name, "model": args.model, "variant": variant, "error": error}),
+                  flush=True)
+            continue
         if not main:
             continue
         processes = f", {report['world_size']} processes" if "world_size" in report else ""
@@ -234,7 +251,7 @@ def _bench(args, model_fields: list[str], main: bool) -> int:
               f"{report['sample_users']} users in {report['sampling_s']:.2f} s)", file=sys.stderr)
         print(json.dumps({**{k: v for k, v in report.items() if k != "model_config"}, "variant": variant}, default=str),
               flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 def _parse_overrides(text: str) -> dict:

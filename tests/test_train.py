@@ -301,6 +301,19 @@ def test_cli_bench_variants_run_in_one_process(tmp_path, capsys):
                                                                          ("sparse", "rec_loss=sparse,alpha=0.1")]
 
 
+def test_a_failing_bench_variant_does_not_stop_the_next_one(tmp_path, capsys):
+    """A GPU window keeps every line it can get: a variant that fails (here a GRU4Rec stack, which
+    vmap cannot run) prints its error and the next variant is timed; the exit status says so."""
+    path = write_sequences(cyclic_dataset(30), tmp_path / "seqs.txt")
+    assert cli.main(["bench", "--dataset", str(path), "--model", "gru4rec", "--device", "cpu", "--train-steps", "1",
+                     "--warmup", "1", "--batch-size", "32", "--hidden", "16", "--max-len", "8", "--sample-users",
+                     "8", "--variant", "stack=2", "--variant", ""]) == 1
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert [("error" in r, r["variant"]) for r in lines] == [(True, "stack=2"), (False, "")]
+    assert lines[1]["s_per_epoch"] > 0 and "FAILED" in captured.err
+
+
 def test_loss_tracker_sums_on_the_device_and_finds_the_first_bad_batch():
     tracker = LossTracker()
     for b in range(6):

@@ -301,9 +301,12 @@ def _cmd_merge(args) -> int:
 
 def _cmd_pick_speed(args) -> int:
     from .planning import fastest_setting, read_bench
+    from .sizes import get_size
 
-    best = fastest_setting(read_bench(args.bench), args.dataset, args.model, args.device, args.fit_seconds,
-                           args.epochs)
+    epochs = args.epochs
+    if epochs is None and args.size != "paper":  # the size's epochs (paper: what the authors' runs took)
+        epochs = get_size(args.size).train.get("epochs")
+    best = fastest_setting(read_bench(args.bench), args.dataset, args.model, args.device, args.fit_seconds, epochs)
     if best is None:
         raise ValueError(f"no bench line of {args.model} on {args.dataset} that the campaign can run"
                          f"{f' and that finishes a run within {args.fit_seconds:g} s' if args.fit_seconds else ''} in "
@@ -401,8 +404,10 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--device", default=None, help="bench lines of this device (default: the last line's)")
     p.add_argument("--fit-seconds", type=positive_float, default=None,
                    help="only settings whose run (a stack: all its runs) finishes within this time")
+    p.add_argument("--size", default="paper", choices=SIZES, help="the size whose runs must fit")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="epochs a run takes, for --fit-seconds (default: the authors' FMRec epochs, else the maximum)")
+                   help="epochs a run takes, for --fit-seconds (default: at paper size the authors' FMRec epochs, "
+                        "else the maximum; at another size its epochs)")
 
     for name in ("train", "bench"):
         p = sub.add_parser(name, help="train and test one model" if name == "train" else "time training and sampling")

@@ -146,3 +146,6 @@ def test_pick_speed_prints_what_the_window_script_reads(tmp_path, capsys):
     assert cli.main(["pick-speed", str(bench)]) == 0
     assert capsys.readouterr().out.split() == ["-", "1"]  # eager: no speed settings
     assert cli.main(["pick-speed", str(bench), "--model", "sasrec"]) != 0  # nothing to pick: an error, not a guess
+    # a run must fit: at paper size it takes the authors' 260 ML-100k epochs, at smoke size the size's 2
+    assert cli.main(["pick-speed", str(bench), "--fit-seconds", "60"]) != 0
+    assert cli.main(["pick-speed", str(bench), "--fit-seconds", "60", "--size", "smoke"]) == 0

@@ -99,8 +99,9 @@ def test_auto_speed_takes_the_fastest_per_run_setting_that_fits_the_window(tmp_p
             rows = [{"dataset": "ml-100k", "model": "fmrec", "variant": v, "device": d, "stack": k,
                      "s_per_epoch": s * k, "s_per_run_epoch": s} for v, d, k, s in lines]
             (root / "bench.jsonl").write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-        out = _window(tmp_path / name, tmp_path / "cache", **{"AUTO_SPEED": "1", "OMP_NUM_THREADS": "2",
-                      "WINDOW_ROOT": str(root), "BUDGET": "50", "WINDOW_S": str(window_s), **env})  # 50 s: no campaign
+        # paper size: a run takes the authors' 260 ML-100k epochs (a smoke run its 2); 50 s: no campaign
+        out = _window(tmp_path / name, tmp_path / "cache", **{"AUTO_SPEED": "1", "OMP_NUM_THREADS": "2", "SIZE": "paper",
+                      "WINDOW_ROOT": str(root), "BUDGET": "50", "WINDOW_S": str(window_s), **env})
         return (out / "bench.log").read_text()
 
     lines = [("", here, 1, 0.5),  # a run: 0.5 s x 260 epochs x 1.15 = 150 s

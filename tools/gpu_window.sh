@@ -9,7 +9,8 @@
 # (`make gpu-data` fills data/ from ../shared/data). Check it on a CPU at smoke size with
 #   OUT=/tmp/w SIZE=smoke DEVICE=cpu BUDGET=300 bash tools/gpu_window.sh
 # Settings (environment): BUDGET seconds for the whole command (default 540), SIZE (paper),
-# DEVICE (cuda), JOBS runs at once (4), ESTIMATE max|expected (expected), BENCH 1|0, BENCH_BEAUTY 1|0,
+# DEVICE (cuda), JOBS runs at once (2; the campaign falls back to one at a time when they do not fit while
+# sharing the GPU), ESTIMATE max|expected (expected), BENCH 1|0, BENCH_BEAUTY 1|0,
 # BENCH_VARIANTS_ML / BENCH_VARIANTS_BEAUTY (the bench's --variant options), BENCH_LIMIT_ML /
 # BENCH_LIMIT_BEAUTY (seconds), BENCH_EXTRA (more bench options), SPEED (the campaign's --speed, e.g.
 # tf32=true,fused_adam=true,compile=true,compile_mode=reduce-overhead), COMPILE_CACHE (the folder
@@ -28,7 +29,7 @@
 set -uo pipefail
 T0=$(date +%s)
 : "${OUT:?set OUT to the folder whose files come back}"
-BUDGET=${BUDGET:-540} SIZE=${SIZE:-paper} DEVICE=${DEVICE:-cuda} JOBS=${JOBS:-4} ESTIMATE=${ESTIMATE:-expected}
+BUDGET=${BUDGET:-540} SIZE=${SIZE:-paper} DEVICE=${DEVICE:-cuda} JOBS=${JOBS:-2} ESTIMATE=${ESTIMATE:-expected}
 BENCH=${BENCH:-1} STACK=${STACK:-1} WINDOW_ROOT=${WINDOW_ROOT:-runs/window}
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg FMREC_DATA_DIR=${FMREC_DATA_DIR:-data}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # JOBS worker processes share the CPU cores
@@ -95,7 +96,7 @@ print(device_name(resolve_device('$DEVICE')))" 2>> "$OUT/bench.log")
   [ -e "${earlier[0]}" ] || earlier=()
   [ -e "$WINDOW_ROOT/bench.jsonl" ] && earlier+=("$WINDOW_ROOT/bench.jsonl")  # this window's, both calls
   if [ -n "$gpu" ] && [ "${#earlier[@]}" -gt 0 ] && picked=$(python -m fmrec_lib pick-speed "${earlier[@]}" \
-      --device "$gpu" --fit-seconds "$FIT" 2>> "$OUT/bench.log"); then
+      --device "$gpu" --fit-seconds "$FIT" --size "$SIZE" 2>> "$OUT/bench.log"); then
     read -r picked_speed picked_stack <<< "$picked" && how="fastest on $gpu that fits $FIT s"
   else
     how="AUTO_SPEED found no usable bench line${gpu:+ of $gpu}"

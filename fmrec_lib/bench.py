@@ -62,7 +62,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         for k in range(1, stack):
             seed_everything(seed + k)
             nets.append(build_model(model, dataset, mc).to(device).train())
-        stacked, params, buffers = stacked_loss(nets)
+        stacked, params, buffers = stacked_loss(nets, rand_dropout=compile)
         optimizer = torch.optim.Adam(params.values(), lr=1e-3, **fused)
 
         def loss(x, y):  # K runs' batches (K, B, L), (K, B) -> each term (K,); the stack's loss is their sum

@@ -89,13 +89,26 @@ def stack_key(model: str, model_config: Any, train_config: TrainConfig) -> str |
 
 
 
-def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different"
+def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different", rand_dropout: bool = False
                  ) -> tuple[Callable, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(loss_fn, params, buffers) for K models of one architecture: ``loss_fn(params, buffers,
     inputs (K, B, L), targets (K, B))`` returns each loss term as a (K,) tensor. ``params`` are new
-    leaf tensors (K, ...) (the models' own are copied, not shared)."""
+    leaf tensors (K, ...) (the models' own are copied, not shared).
+
+    ``rand_dropout`` (for torch.compile): every dropout draws its mask with ``rand_like``
+    (:func:`fmrec_lib.models.transformer.dropout`: inductor turned the vmapped ``bernoulli`` into
+    NaN losses), the same distribution with other draws."""
     params, buffers = stack_module_state(nets)
     template = LossModule(copy.deepcopy(nets[0]).to("meta"))
+    if rand_dropout:
+        from .models.transformer import Dropout, SelfAttention
+
+        for module in template.modules():
+            if isinstance(module, torch.nn.Dropout) and not isinstance(module, Dropout):
+                raise TypeError(f"{type(module).__name__} in {type(nets[0]).__name__} cannot draw rand-based masks: "
+                                f"use fmrec_lib.models.transformer.Dropout")
+            if isinstance(module, (Dropout, SelfAttention)):
+                module.rand_based = True
     params = {f"net.{k}": v for k, v in params.items()}
     buffers = {f"net.{k}": v for k, v in buffers.items()}
 
@@ -210,7 +223,7 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     inputs, targets = inputs.to(device), targets.to(device)
     for m in members:
         m.net.train()
-    eager_loss, params, buffers = stacked_loss([m.net for m in members])
+    eager_loss, params, buffers = stacked_loss([m.net for m in members], rand_dropout=tc0.compile)
     # under compile an epoch's last, smaller batch runs eagerly (one compilation per run, as in fit)
     loss_fn = compile_loss(eager_loss, tc0.compile_mode) if tc0.compile else eager_loss
     mark_step = tc0.compile and tc0.compile_mode == "reduce-overhead"

@@ -1,10 +1,11 @@
 import json
+import math
 
 import pytest
 import torch
 
 from fmrec_lib import checkpoints
-from fmrec_lib.models import build_model
+from fmrec_lib.models import build_model, model_config_class
 from fmrec_lib.results import read_results
 from fmrec_lib.stacked import fit_stacked, interrupted_stacks, stack_key, stack_paths, stacked_loss
 from fmrec_lib.train import fit, load_model, resolve_configs
@@ -79,26 +80,76 @@ def test_a_stack_of_one_trains_like_fit():
 
 
 def test_a_compiled_stack_compiles_one_graph_and_runs_the_last_batch_eagerly(monkeypatch):
-    """As in fit: one compilation per stack, the last, smaller batch eager, the same numbers."""
+    """As in fit: one compilation per stack, the last, smaller batch eager, the same numbers as the
+    same (rand-based dropout) loss run without compilation."""
     from torch._dynamo.testing import CompileCounter
 
     from fmrec_lib import stacked as stacked_module
 
     ds = cyclic_dataset(30)
     cfg = dict(TINY_FMREC, hidden=16)
-    runs = [(cfg, dict(FAST, epochs=3, eval_every=1, seed=seed)) for seed in (1, 2)]
+    runs = [(cfg, dict(FAST, epochs=3, eval_every=1, seed=seed, compile=True)) for seed in (1, 2)]
     assert len(ds.training_samples(TINY_FMREC["max_len"])[1]) % FAST["batch_size"]  # a partial batch
+    monkeypatch.setattr(stacked_module, "compile_loss", lambda fn, mode="default": fn)
     eager = fit_stacked(ds, "fmrec", runs, device="cpu", progress=False)
     torch._dynamo.reset()
     counter = CompileCounter()
     monkeypatch.setattr(stacked_module, "compile_loss",
                         lambda fn, mode="default": torch.compile(fn, backend=counter, dynamic=False))
-    compiled = fit_stacked(ds, "fmrec", [(m, dict(t, compile=True)) for m, t in runs], device="cpu", progress=False)
+    compiled = fit_stacked(ds, "fmrec", runs, device="cpu", progress=False)
     torch._dynamo.reset()
     assert counter.frame_count == 1
     for a, b in zip(compiled, eager):
         assert [h["loss_loss"] for h in a.history] == pytest.approx([h["loss_loss"] for h in b.history], rel=1e-5)
         assert a.test == pytest.approx(b.test, rel=1e-4, abs=1e-6)
+
+
+def _traced_ops(fn, *args) -> set[str]:
+    """The aten operators of ``fn``'s forward graph as AOTAutograd traces it for torch.compile."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    ops: set[str] = set()
+
+    def capture(gm, example_inputs):
+        ops.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=aot_autograd(fw_compiler=capture), dynamic=False)(*args)
+    torch._dynamo.reset()
+    return ops
+
+
+@pytest.mark.parametrize("model", ["fmrec", "diffurec"])
+def test_a_compiled_stack_draws_its_dropout_masks_without_bernoulli(model):
+    """Under vmap a dropout becomes bernoulli of an empty tensor, which inductor turned into NaN
+    losses (next test); a compiled stack's dropouts (blocks, FFN, embeddings, attention
+    probabilities) draw with rand_like instead, and eager stacks keep F.dropout."""
+    ds = cyclic_dataset(12)
+    cfg = dict(TINY_FMREC, hidden=16) if model == "fmrec" else dict(hidden=16, heads=2, max_len=8, diffusion_steps=4)
+    nets = [build_model(model, ds, model_config_class(model)(**cfg)) for _ in range(2)]
+    x, y = ds.training_samples(8)
+    batch = (x[:12].expand(2, -1, -1).contiguous(), y[:12].expand(2, -1).contiguous())
+    plain, params, buffers = stacked_loss(nets)
+    assert any("bernoulli" in op for op in _traced_ops(plain, params, buffers, *batch))
+    rand, params, buffers = stacked_loss(nets, rand_dropout=True)
+    ops = _traced_ops(rand, params, buffers, *batch)
+    assert not any("bernoulli" in op or "dropout" in op for op in ops) and any("rand" in op for op in ops)
+
+
+@pytest.mark.slow
+def test_a_compiled_stack_trains_finite_losses():
+    """A real inductor compile (CPU): a stack of two FMRec runs. With the vmapped bernoulli
+    masks every loss was NaN from the first batch on (torch 2.13; found on Beauty at smoke size)."""
+    from fmrec_lib.train import RunResult
+
+    ds = cyclic_dataset(30)
+    runs = [(dict(TINY_FMREC, hidden=16), dict(FAST, epochs=2, eval_every=1, seed=seed, compile=True)) for seed in (1, 2)]
+    torch._dynamo.reset()
+    results = fit_stacked(ds, "fmrec", runs, device="cpu", progress=False)
+    torch._dynamo.reset()
+    assert all(isinstance(r, RunResult) for r in results), results
+    assert all(math.isfinite(h[k]) for r in results for h in r.history for k in h if k.startswith("loss_"))
 
 
 def test_a_stack_records_each_run_like_fit(tmp_path):

@@ -85,7 +85,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         if compile and compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
-            value = (loss_fn if size == per_rank else loss)(inputs[idx], targets[idx])["loss"]
+            value = (loss_fn if size == per_rank or n < batch_size else loss)(inputs[idx], targets[idx])["loss"]
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -129,7 +129,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         "stack": stack, "s_per_run_epoch": round(s_per_epoch / stack, 3),
         "warmup_steps": warmup, "warmup_s": round(warmup_s, 3),
         "partial_batch_size": partial, "partial_step_s": round(partial_s, 3),
-        "partial_steady_s": round(partial_steady_s, 3), "partial_eager": compile,
+        "partial_steady_s": round(partial_steady_s, 3), "partial_eager": compile and n >= batch_size,
         "sample_users": n_users, "model_calls_per_user": net.n_model_calls(),
         "sampling_s": round(sample_s, 3), "users_per_s": round(n_users / sample_s, 1),
         "runtime": runtime_info(device, compiled=compile, compile_mode=compile_mode, amp_bf16=amp_bf16),

@@ -180,18 +180,34 @@ def _known_speeds(ctx: Context, alone_only: bool = False) -> dict[str, float]:
     return speeds
 
 
-ONE_AT_A_TIME = "one job at a time"  # the log event of a campaign that stopped sharing the device
+ONE_AT_A_TIME = "one job at a time"  # a campaign stops sharing the device (why: in its reason)
+SHARING_DID_NOT_FIT = "sharing did not fit"  # a job that gave up while sharing then fitted alone
+SHARING_FITS = "sharing fits"  # a campaign shared the device and no job gave up for it
 
 
 def _crowding(ctx: Context, stack: int) -> dict | None:
-    """The logged event (any store) saying that runs with this context's device and speed settings
-    and this stack size did not fit while sharing the device, or None."""
+    """The latest logged verdict (any store) on sharing the device with this context's device,
+    speed settings and stack size, if it is that runs did not fit while sharing but fitted alone;
+    else None (never shared, or shared successfully since)."""
+    latest = None
     for store in ctx.stores:
         for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("event") == ONE_AT_A_TIME and entry.get("device") == ctx.device_label and \
-                    entry.get("speed") == ctx.speed and entry.get("stack") == stack:
-                return entry
-    return None
+            if entry.get("event") in (SHARING_DID_NOT_FIT, SHARING_FITS) and entry.get("device") == ctx.device_label \
+                    and entry.get("speed") == ctx.speed and entry.get("stack") == stack and \
+                    (latest is None or entry.get("time", "") >= latest.get("time", "")):
+                latest = entry
+    return latest if latest is not None and latest["event"] == SHARING_DID_NOT_FIT else None
+
+
+def _fits_alone(ctx: Context, job: PlannedJob, outcome: dict, sharing: int, t_fit: float, mode: str) -> bool:
+    """Whether a job that gave up while ``sharing`` jobs ran at once could fit alone: its measured
+    seconds per epoch divided by ``sharing`` (the most one job's share of the device can gain)
+    times the epochs it is budgeted for."""
+    seconds = outcome.get("s_per_epoch")
+    if not seconds or not isinstance(job.spec, RunSpec):
+        return False
+    total, done = epochs_budget(ctx, job, mode)
+    return seconds / sharing * (total - done) * EVAL_OVERHEAD <= t_fit - time.time() - SAFETY_S
 
 
 def _is_done(ctx: Context, job: PlannedJob) -> bool:
@@ -599,12 +615,12 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         _resolve_tuned(ctx, job)
     done_before = [j for j in pending if isinstance(j.spec, RunSpec) and _is_done(ctx, j)]
     pending = [j for j in pending if j not in done_before]
-    failed = set() if retry_failed else _permanent_failures(ctx)
+    failed = set() if retry_failed else _permanent_failures(ctx, stack)
     skipped_failed = [j.name for j in pending if j.config_hash in failed]
     pending = [j for j in pending if j.config_hash not in failed]
     crowded_before = None if cluster or jobs <= 1 or share_again else _crowding(ctx, stack)
-    capacity_jobs = 1 if crowded_before else jobs
-    speeds = _known_speeds(ctx, alone_only=capacity_jobs == 1)
+    alone_speeds = _known_speeds(ctx, alone_only=True)  # measured with the device to itself
+    speeds = dict(alone_speeds) if crowded_before or jobs <= 1 else _known_speeds(ctx)
     if dry_run:
         plan_rows = [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
                       "estimate_s": _estimate(ctx, j, speeds, epochs_estimate, stack),
@@ -638,8 +654,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         clog.write(ONE_AT_A_TIME, device=ctx.device_label, speed=ctx.speed, stack=stack, jobs=jobs,
                    reason=f"runs with these settings did not fit while sharing this device before "
                           f"({crowded_before.get('time', 'an earlier campaign')}); share_again to try")
-    shared: set = set()  # in-flight handles that have had the device shared with another job
-    shared_keys: set[str] = set()  # speed keys measured while sharing
+    sharing: dict[Any, int] = {}  # in-flight handle -> the most jobs in flight while it ran
+    shared_ok = confirmed = False  # a job finished while sharing; a job that gave up sharing then fitted alone
     arrays = hasattr(pool, "submit_array")  # a cluster: the jobs that start together go in one array
     in_flight: dict[Any, PlannedJob | list[PlannedJob]] = {}  # futures (local; a stack: its jobs) or submitit jobs
     outcomes: list[dict] = []
@@ -693,8 +709,9 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                            job_ids=[str(getattr(h, "job_id", "")) for h in handles])
             if not in_flight:
                 break
-            if not cluster and len(in_flight) > 1:
-                shared.update(in_flight)
+            if not cluster:
+                for handle in in_flight:
+                    sharing[handle] = max(sharing.get(handle, 1), len(in_flight))
             finished = _wait_any(list(in_flight), getattr(pool, "poll_s", 1.0), t_end)
             if not finished and time.time() >= t_end:  # a job overran its deadline: stop waiting for it
                 clog.write("deadline passed", still_running=[j.name for j in _flat(in_flight.values())])
@@ -703,8 +720,7 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
             for handle in finished:
                 members = in_flight.pop(handle)
                 members = members if isinstance(members, list) else [members]
-                was_shared = handle in shared
-                shared.discard(handle)
+                shared_by = sharing.pop(handle, 1)
                 try:
                     results = handle.result()
                 except Exception as e:  # a worker that died (out of memory, killed), a cluster job that never ran
@@ -712,23 +728,30 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                                 "reason": f"worker died: {type(e).__name__}: {e}", "device": ctx.device_label}
                                for job in members]
                 for job, outcome in zip(members, results if isinstance(results, list) else [results]):
-                    if was_shared:
-                        outcome["shared_device"] = True
-                        if outcome.get("speed_key"):
-                            shared_keys.add(outcome["speed_key"])
-                    # once one job at a time runs, a speed measured while sharing prices nothing
-                    if _handle_outcome(ctx, clog, job, outcome, outcomes, speeds, attempts, max_retries, pending,
-                                       separate, record_speed=not (was_shared and capacity == 1)):
+                    crowded = False
+                    if shared_by > 1:
+                        outcome["shared_device"] = shared_by
+                        shared_ok = shared_ok or outcome["status"] == "done"
+                        # gave up for sharing: it could fit alone (else it is just too long for the time left)
+                        crowded = outcome["status"] == "does not fit" and not job.crowded and \
+                            _fits_alone(ctx, job, outcome, shared_by, t_fit, epochs_estimate)
+                    elif outcome.get("s_per_epoch") and outcome.get("speed_key"):
+                        alone_speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
+                        if job.crowded and outcome["status"] in ("done", "deadline") and not confirmed:
+                            confirmed = True  # it gave up sharing and then ran past its fit check alone
+                            clog.write(SHARING_DID_NOT_FIT, device=ctx.device_label, speed=ctx.speed, stack=stack,
+                                       jobs=jobs, name=job.name)
+                    if crowded:
                         gave_up_sharing.append(job.name)
+                    # once one job at a time runs, a speed measured while sharing prices nothing
+                    _handle_outcome(ctx, clog, job, outcome, outcomes, speeds, attempts, max_retries, pending,
+                                    separate, record_speed=shared_by == 1 or capacity != 1, crowded=crowded)
                 if archive:
                     write_archive(ctx, archive)
             if gave_up_sharing and capacity is not None and capacity > 1:
                 capacity = 1
-                alone = _known_speeds(ctx, alone_only=True)
-                for key in shared_keys:  # measured while sharing: the speed alone, where known, or none
-                    speeds.pop(key, None)
-                    if key in alone:
-                        speeds[key] = alone[key]
+                speeds.clear()  # measured while sharing: the speeds alone, where known, or none
+                speeds.update(alone_speeds)
                 clog.write(ONE_AT_A_TIME, device=ctx.device_label, speed=ctx.speed, stack=stack, jobs=jobs,
                            reason=f"{', '.join(gave_up_sharing)} did not fit while sharing the device")
     except BaseException:
@@ -738,6 +761,8 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     finally:
         pool.shutdown(wait=not in_flight, cancel_futures=True)
     skipped = [j.name for j in pending]
+    if shared_ok and capacity is not None and capacity > 1:  # shared to the end, and runs finished sharing
+        clog.write(SHARING_FITS, device=ctx.device_label, speed=ctx.speed, stack=stack, jobs=jobs)
     clog.write("campaign end", finished=sum(o["status"] == "done" for o in outcomes), not_started=len(skipped),
                time_left_s=_seconds_left(t_end))
     if archive:
@@ -755,20 +780,21 @@ def _flat(values) -> list[PlannedJob]:
 
 def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes: list[dict],
                     speeds: dict[str, float], attempts: dict[str, int], max_retries: int, pending: list[PlannedJob],
-                    separate: bool, record_speed: bool = True) -> bool:
+                    separate: bool, record_speed: bool = True, crowded: bool = False) -> None:
     """Log one finished job, learn its speed, and queue a retry when it failed and may retry (or,
-    when it did not fit while sharing the device, to run alone on it, once; or, when its stack did
-    not fit the time left, to run alone, outside a stack). Returns whether it did not fit while
-    sharing the device (the campaign then runs one job at a time)."""
+    when it gave up for sharing the device (``crowded``), to run alone on it, once; or, when its
+    stack did not fit the time left, to run alone, outside a stack)."""
     if job.config_hash:
         outcome.setdefault("config_hash", job.config_hash)  # failures too: permanent ones are remembered by it
+    if outcome.get("permanent"):  # ... for the settings they happened with
+        outcome.setdefault("speed", ctx.speed)
+        outcome.setdefault("stack", 1)
     outcomes.append(outcome)
     if separate and (_job_root(ctx, job) / "results" / ctx.size.name).is_dir():
         merge_results(_job_root(ctx, job) / "results" / ctx.size.name, ctx.results_dir)
     if record_speed and outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
         speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
     clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
-    crowded = outcome["status"] == "does not fit" and outcome.get("shared_device") and not job.crowded
     if crowded:
         job.crowded = True
         clog.write("retry alone on the device", name=job.name, config_hash=job.config_hash,
@@ -783,10 +809,9 @@ def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: d
     else:
         if outcome["status"] == "failed" and job.priority[0] == 0:
             log.error("%s failed: %s", job.name, outcome.get("reason"))
-        return False
+        return
     pending.append(job)  # queued again, in priority order
     pending.sort(key=lambda j: j.priority)
-    return bool(crowded)
 
 
 def _job_root(ctx: Context, job: PlannedJob) -> Path:
@@ -815,13 +840,19 @@ def _wait_any(handles: list, poll_s: float, t_end: float = math.inf) -> list:
         time.sleep(poll_s)
 
 
-def _permanent_failures(ctx: Context) -> set[str]:
-    """Configuration hashes whose last attempt failed in a way that repeats (logged ``permanent``)."""
+def _permanent_failures(ctx: Context, stack: int = 1) -> set[str]:
+    """Configuration hashes whose last attempt failed in a way that repeats (logged ``permanent``)
+    with this context's speed settings, trained alone (``stack`` 1) or in a stack as this campaign
+    would (a NaN under other settings, or in a stack with other draws, may not repeat; a failure
+    logged before settings were logged with it counts for every setting)."""
     failed = set()
     for store in ctx.stores:
         for entry in CampaignLog(store.results / LOG_NAME).entries():
             if entry.get("config_hash"):
                 if entry.get("event") == "failed" and entry.get("permanent"):
+                    if "speed" in entry and (entry["speed"] != ctx.speed or
+                                             ((entry.get("stack") or 1) > 1) != (stack > 1)):
+                        continue
                     failed.add(entry["config_hash"])
                 elif entry.get("event") == "done":
                     failed.discard(entry["config_hash"])

@@ -142,6 +142,19 @@ def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(
     clog.write("failed", config_hash=first.config_hash, name=first.name, permanent=True, reason="NonFiniteLossError")
     summary = campaign.run_campaign("smoke", "cpu", campaign.SAFETY_S + 5, output_dir=out)
     assert first.name in summary["skipped_after_permanent_failure"]
+    # a failure is permanent for the settings it happened with: a NaN of a compiled stack (its own
+    # draws) does not keep the run from training alone, eager, or the other way round
+    other = next(j for j in campaign.plan(ctx) if j.model == "fmrec" and j.name != first.name and j.config_hash)
+    ctx.speed = {"compile": True}
+    campaign._handle_outcome(ctx, clog, other, {"name": other.name, "status": "failed", "permanent": True, "stack": 2,
+                                                "reason": "NonFiniteLossError"}, [], {}, {}, 0, [], False)
+    logged = clog.entries()[-1]
+    assert (logged["speed"], logged["stack"], logged["config_hash"]) == ({"compile": True}, 2, other.config_hash)
+    assert other.config_hash in campaign._permanent_failures(ctx, stack=2)
+    assert other.config_hash not in campaign._permanent_failures(ctx)  # alone: other draws
+    ctx.speed = {}
+    assert other.config_hash not in campaign._permanent_failures(ctx, stack=2)  # eager: other settings
+    assert first.config_hash in campaign._permanent_failures(ctx, stack=2)  # logged without settings: for all
     key = campaign.speed_key(ctx, first.spec)
     fast = campaign.speed_key(ctx, RunSpec(first.spec.dataset, "fmrec", 1997, {"tf32": True, "compile": True}))
     assert key != fast and "tf32=False" in key and "tf32=True" in fast  # a speed says which settings it is for
@@ -221,14 +234,17 @@ def test_the_runs_of_a_stack_that_does_not_fit_run_alone(roots, monkeypatch):
 
 
 class _SharedDevice:
-    """A fake ``execute_job`` (run in threads): a job that overlapped another gives up as a run too
-    slow to fit would (at a speed that would price every later job out of the window if it were
-    believed); a job that had the device alone is done."""
+    """A fake ``execute_job`` (run in threads). A job that overlapped another gives up as a run too
+    slow to fit would, at 600 s per epoch: a speed that would price every later job out of a 900 s
+    campaign if it were believed, though half of it (alone) fits. A job with the device to itself
+    is done. ``never_fits``: these jobs give up at a speed that fits nowhere; ``fits_shared``: no
+    job gives up."""
 
-    def __init__(self):
+    def __init__(self, never_fits=(), fits_shared=False):
         import threading
 
         self.lock, self.active, self.shared, self.most, self.alone_done = threading.Lock(), set(), set(), 0, []
+        self.never_fits, self.fits_shared, self.calls = set(never_fits), fits_shared, []
 
     def __call__(self, payload):
         import time
@@ -237,11 +253,12 @@ class _SharedDevice:
 
         name = payload["name"]
         with self.lock:
+            self.calls.append(name)
             self.active.add(name)
             self.most = max(self.most, len(self.active))
             if len(self.active) > 1:
                 self.shared |= self.active
-        time.sleep(0.3)
+        time.sleep(0.3 + 0.2 * (len(self.calls) % 2))  # jobs that start together end apart
         with self.lock:
             self.active.discard(name)
             shared = name in self.shared
@@ -249,18 +266,16 @@ class _SharedDevice:
         ctx = campaign._job_context(payload)
         out = {"name": name, "dataset": "ml-100k", "model": "fmrec", "device": ctx.device_label,
                "speed_key": campaign.speed_key(ctx, RunSpec.from_json(payload["spec"]))}
-        if shared:
-            return {**out, "status": "does not fit", "reason": "slow while shared (test)", "s_per_epoch": 1e4}
-        self.alone_done.append(name)
+        if name in self.never_fits:
+            return {**out, "status": "does not fit", "reason": "too long (test)", "s_per_epoch": 1e5}
+        if shared and not self.fits_shared:
+            return {**out, "status": "does not fit", "reason": "slow while shared (test)", "s_per_epoch": 600.0}
+        if not shared:
+            self.alone_done.append(name)
         return {**out, "status": "done", "s_per_epoch": 0.5}
 
 
-def test_runs_that_do_not_fit_while_sharing_the_device_run_alone_and_the_campaign_stops_sharing(roots, monkeypatch):
-    """Jobs sharing a device can each be too slow to fit where one alone fits (several CUDA-graphed
-    runs on one GPU): the campaign must not lose the window to that. Each job that gives up while
-    sharing is queued again, once, to run alone; from then on one job runs at a time, the speeds
-    measured while sharing price nothing, and a later campaign with the same device and settings
-    starts one at a time, unless told to share again."""
+def _sharing_roots(roots, monkeypatch):
     import concurrent.futures as cf
 
     monkeypatch.setattr(reports, "DEFAULTS", {"05_sensitivity": SMALL["05_sensitivity"]})
@@ -269,36 +284,55 @@ def test_runs_that_do_not_fit_while_sharing_the_device_run_alone_and_the_campaig
     names = sorted(j.name for j in campaign.plan(Context.create("smoke", "cpu", out, progress=False)))
     assert len(names) == 2
 
-    def log():
+    def events():
         path = out / "results" / "smoke" / "campaign.log.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return [json.loads(line)["event"] for line in path.read_text().splitlines()]
 
+    def run(worker, **kw):
+        monkeypatch.setattr(campaign, "execute_job", worker)
+        return campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, **kw)
+    return names, events, run
+
+
+def test_runs_that_do_not_fit_while_sharing_the_device_run_alone_and_the_campaign_stops_sharing(roots, monkeypatch):
+    """Jobs sharing a device can each be too slow to fit where one alone fits (several CUDA-graphed
+    runs on one GPU): the campaign must not lose the window to that. Each job that gives up while
+    sharing, and could fit alone, is queued again, once, to run alone; from then on one job runs at
+    a time and the speeds measured while sharing price nothing. Once such a job has fitted alone,
+    a later campaign with the same device and settings starts one at a time, unless told to share
+    again; a campaign that shares to its end without a job giving up lifts that."""
+    names, events, run = _sharing_roots(roots, monkeypatch)
     first = _SharedDevice()
-    monkeypatch.setattr(campaign, "execute_job", first)
-    summary = campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out)
+    summary = run(first)
     gave_up = [o for o in summary["outcomes"] if o["status"] == "does not fit"]
-    assert sorted(o["name"] for o in gave_up) == names and all(o["shared_device"] for o in gave_up)
+    assert sorted(o["name"] for o in gave_up) == names and all(o["shared_device"] == 2 for o in gave_up)
     # both ran again, alone, although the speed they reported while sharing prices them out of 900 s
     assert sorted(first.alone_done) == names and not summary["not_started"]
-    assert [e["event"] for e in log()].count("retry alone on the device") == 2
-    assert [e["event"] for e in log()].count(campaign.ONE_AT_A_TIME) == 1
+    assert events().count("retry alone on the device") == 2 and events().count(campaign.ONE_AT_A_TIME) == 1
+    assert events().count(campaign.SHARING_DID_NOT_FIT) == 1
 
     # the fake records no run, so everything is pending again for a later campaign
     later = _SharedDevice()
-    monkeypatch.setattr(campaign, "execute_job", later)
-    second = campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out)
+    second = run(later)
     assert later.most == 1 and [o["status"] for o in second["outcomes"]] == ["done", "done"]
-    told = [e for e in log() if e["event"] == campaign.ONE_AT_A_TIME]
-    assert len(told) == 2 and "did not fit while sharing this device before" in told[-1]["reason"]
+    assert events().count(campaign.ONE_AT_A_TIME) == 2
 
-    again = _SharedDevice()
-    monkeypatch.setattr(campaign, "execute_job", again)
-    campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, share_again=True)
-    assert again.most == 2
-    other = _SharedDevice()  # other speed settings were never crowded: they share
-    monkeypatch.setattr(campaign, "execute_job", other)
-    campaign.run_campaign("smoke", "cpu", 900, jobs=2, output_dir=out, speed={"tf32": True})
-    assert other.most == 2
+    assert run(again := _SharedDevice(), share_again=True) and again.most == 2  # told to: shares, gives up again
+    assert run(other := _SharedDevice(), speed={"tf32": True}) and other.most == 2  # other settings: never crowded
+    assert run(fine := _SharedDevice(fits_shared=True), share_again=True) and fine.most == 2
+    assert events()[-2] == campaign.SHARING_FITS  # sharing worked this time: the next campaign shares
+    assert run(next_one := _SharedDevice(fits_shared=True)) and next_one.most == 2
+
+
+def test_a_run_too_long_for_the_time_left_does_not_stop_the_sharing(roots, monkeypatch):
+    """A job that gives up while sharing but would not fit alone either is an ordinary "does not
+    fit": not queued again, and the campaign goes on sharing the device."""
+    names, events, run = _sharing_roots(roots, monkeypatch)
+    worker = _SharedDevice(never_fits=names[:1], fits_shared=True)
+    summary = run(worker)
+    assert worker.calls.count(names[0]) == 1 and worker.most == 2
+    assert [o["status"] for o in summary["outcomes"] if o["name"] == names[0]] == ["does not fit"]
+    assert campaign.ONE_AT_A_TIME not in events() and campaign.SHARING_DID_NOT_FIT not in events()
 
 
 def _interrupt_after_epoch_4(ctx, monkeypatch, module):

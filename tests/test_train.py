@@ -179,6 +179,11 @@ def test_a_compiled_bench_compiles_one_graph_and_steps_the_last_batch_eagerly(mo
                            train_steps=2, warmup=1, sample_users=4, compile=True, stack=stack)
         assert report["partial_eager"] and report["train_samples_per_epoch"] % 32
         assert counter.frame_count == stack  # one more graph for each bench (the full batch), as fit compiles per run
+    # an epoch of one batch, smaller than the batch size: fit compiles it, and so does the bench
+    report = benchmark(cyclic_dataset(40), model_config=dict(TINY_FMREC, hidden=16), device="cpu", batch_size=4096,
+                       train_steps=2, warmup=1, sample_users=4, compile=True)
+    assert counter.frame_count == 3 and not report["partial_eager"]
+    assert report["s_per_epoch"] == report["partial_steady_s"]
     torch._dynamo.reset()
 
 

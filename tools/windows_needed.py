@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", choices=("max", "expected"), default="expected")
     p.add_argument("--compile-s", type=float, default=30.0,
                    help="compilation per run of a compiled setting (one graph since the last batch runs eagerly: "
-                        "31 to 34 s cold on the H100, 13 s warm)")
+                        "31 to 34 s cold on the H100, 13 s warm; 30 s: the first run of each kind in a window is "
+                        "cold, the later ones warm)")
     p.add_argument("--window-s", type=float, default=720.0,
                    help="compute seconds one window gives (both calls, machine start excluded)")
     p.add_argument("--throughput", type=float, default=1.0, help="throughput gain of the jobs run at once")

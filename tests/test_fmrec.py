@@ -80,6 +80,43 @@ def test_last_row_shortcut_equals_full_block(mask_mode):
     assert torch.allclose(block(x, pad)[:, -1:], block(x, pad, last_only=True), atol=1e-5)
 
 
+@pytest.mark.parametrize("mask_mode", ["query", "key", "causal"])
+@pytest.mark.parametrize("last_only", [False, True])
+def test_rand_based_attention_computes_what_sdpa_computes(monkeypatch, mask_mode, last_only):
+    """A compiled stack's attention (explicit scores, rand-based dropout) is SDPA's: with the
+    dropout draws taken out (every mask kept), it equals SDPA without dropout, padded query rows
+    of the paper profile included. Eager SDPA and F.dropout are what the attention uses otherwise."""
+    from fmrec_lib.models import transformer
+
+    torch.manual_seed(0)
+    attn = transformer.SelfAttention(32, 4, 0.1, mask_mode, "sdpa").train()
+    x, pad = torch.randn(3, 8, 32), histories() == 0
+    assert pad.any() and not pad[:, -1].any()
+    attn.dropout = 0.0
+    expected = attn(x, pad, last_only)
+    attn.dropout, attn.rand_based = 0.1, True
+    monkeypatch.setattr(transformer, "dropout", lambda x, p, training, rand_based=False: x)
+    torch.testing.assert_close(attn(x, pad, last_only), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rand_based_dropout_keeps_the_distribution():
+    from fmrec_lib.models.transformer import Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    plain, rand = Dropout(0.3).train(), Dropout(0.3).train()
+    rand.rand_based = True
+    for module in (plain, rand):
+        y = module(x)
+        assert abs((y == 0).float().mean().item() - 0.3) < 0.005 and abs(y.mean().item() - 1.0) < 0.01
+        assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
+    torch.manual_seed(1)
+    a = plain(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, torch.nn.functional.dropout(x, 0.3))  # the eager module draws what nn.Dropout draws
+    assert torch.equal(rand.eval()(x), x)
+
+
 def test_same_generator_seed_same_scores_whatever_the_global_rng():
     m = model().eval()
     a = m.score(histories(), torch.Generator().manual_seed(7))

@@ -581,11 +581,14 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     ``jobs`` running at once; its measured speed is kept apart from single runs' (:func:`speed_key`).
 
     Jobs sharing one device (local ``jobs`` > 1) each run slower than alone. When one of them
-    gives up because its speed while sharing does not fit, the campaign runs one job at a time
-    from then on: that job (and every other one that gives up while sharing) is queued again, once,
-    to run alone, and the speeds measured while sharing no longer price the jobs. This is logged
-    (``one job at a time``), and a later campaign with the same device, speed settings and stack
-    size starts one job at a time, unless ``share_again``."""
+    gives up because its speed while sharing does not fit, though that speed divided by the jobs it
+    shared with would (:func:`_fits_alone`; otherwise it is an ordinary "does not fit"), the
+    campaign runs one job at a time from then on (``one job at a time`` in the log): that job, and
+    every other one that gives up so, is queued again, once, to run alone, and only speeds measured
+    alone price jobs. Once such a job has fitted alone (``sharing did not fit``), a later campaign
+    with the same device, speed settings and stack size starts one job at a time, unless
+    ``share_again``; a campaign that shares to its end with a job finished while sharing and none
+    given up (``sharing fits``) lifts that."""
     if epochs_estimate not in ESTIMATES:
         raise ValueError(f"epochs_estimate must be one of {ESTIMATES}, got {epochs_estimate!r}")
     cluster = executor in CLUSTER_EXECUTORS

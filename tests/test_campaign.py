@@ -148,13 +148,21 @@ def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(
     ctx.speed = {"compile": True}
     campaign._handle_outcome(ctx, clog, other, {"name": other.name, "status": "failed", "permanent": True, "stack": 2,
                                                 "reason": "NonFiniteLossError"}, [], {}, {}, 0, [], False)
-    logged = clog.entries()[-1]
+    logged = [e for e in clog.entries() if e["event"] == "failed"][-1]
     assert (logged["speed"], logged["stack"], logged["config_hash"]) == ({"compile": True}, 2, other.config_hash)
     assert other.config_hash in campaign._permanent_failures(ctx, stack=2)
     assert other.config_hash not in campaign._permanent_failures(ctx)  # alone: other draws
     ctx.speed = {}
     assert other.config_hash not in campaign._permanent_failures(ctx, stack=2)  # eager: other settings
     assert first.config_hash in campaign._permanent_failures(ctx, stack=2)  # logged without settings: for all
+    # and in the campaign that saw it, a NaN in a stack is tried once more alone, a NaN alone is not
+    pending, other.solo = [], False
+    for _ in range(2):
+        campaign._handle_outcome(ctx, clog, other, {"name": other.name, "status": "failed", "permanent": True,
+                                                    "stack": 2, "reason": "NonFiniteLossError"},
+                                 [], {}, {}, 0, pending, False)
+    assert pending == [other] and other.solo
+    assert [e["event"] for e in clog.entries()].count("retry alone") == 2  # this one and the one above
     key = campaign.speed_key(ctx, first.spec)
     fast = campaign.speed_key(ctx, RunSpec(first.spec.dataset, "fmrec", 1997, {"tf32": True, "compile": True}))
     assert key != fast and "tf32=False" in key and "tf32=True" in fast  # a speed says which settings it is for

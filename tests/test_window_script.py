@@ -31,15 +31,16 @@ def _fill(cache: Path) -> None:
     (cache / "triton" / "kernel.cubin").write_bytes(b"kernel")
 
 
-def test_the_compile_cache_is_shared_and_sent_back(tmp_path):
+@pytest.mark.parametrize("xz", ["xz", "no-such-xz"])  # the xz command, else Python's lzma
+def test_the_compile_cache_is_shared_and_sent_back(tmp_path, xz):
     cache = tmp_path / "cache"
     cache.mkdir()
     _fill(cache)
-    out = _window(tmp_path, cache)
+    out = _window(tmp_path, cache, XZ=xz)
     env = (out / "env.txt").read_text()
     assert f"compile cache {cache.resolve()}" in env  # what the script's python processes see
     assert "compile cache at start: 2 files" in env
-    with tarfile.open(out / "compile-cache.tar.gz") as tar:
+    with tarfile.open(out / "compile-cache.tar.xz") as tar:
         names = {Path(n).as_posix().removeprefix("./") for n in tar.getnames()}
         assert tar.extractfile("./triton/kernel.cubin").read() == b"kernel"
     assert {"fxgraph/ab/entry", "triton/kernel.cubin"} <= names
@@ -47,7 +48,7 @@ def test_the_compile_cache_is_shared_and_sent_back(tmp_path):
     # unpacked into another folder (as the next window's carried .compile_cache), the same files
     again = tmp_path / "next"
     again.mkdir()
-    with tarfile.open(out / "compile-cache.tar.gz") as tar:
+    with tarfile.open(out / "compile-cache.tar.xz") as tar:
         tar.extractall(again, filter="data")
     assert (again / "fxgraph" / "ab" / "entry").read_bytes() == (cache / "fxgraph" / "ab" / "entry").read_bytes()
 
@@ -60,7 +61,7 @@ def test_no_cache_archive_when_too_big_or_empty(tmp_path, fill, max_mb, message)
     if fill:
         _fill(cache)
     out = _window(tmp_path, cache, COMPILE_CACHE_MAX_MB=max_mb)
-    assert not (out / "compile-cache.tar.gz").exists()
+    assert not (out / "compile-cache.tar.xz").exists()
     log = (out / "campaign.log").read_text()
     assert "window done" in log
     if message:

@@ -738,8 +738,9 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                         # gave up for sharing: it could fit alone (else it is just too long for the time left)
                         crowded = outcome["status"] == "does not fit" and not job.crowded and \
                             _fits_alone(ctx, job, outcome, shared_by, t_fit, epochs_estimate)
-                    elif outcome.get("s_per_epoch") and outcome.get("speed_key"):
-                        alone_speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
+                    else:
+                        if outcome.get("s_per_epoch") and outcome.get("speed_key"):
+                            alone_speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
                         if job.crowded and outcome["status"] in ("done", "deadline") and not confirmed:
                             confirmed = True  # it gave up sharing and then ran past its fit check alone
                             clog.write(SHARING_DID_NOT_FIT, device=ctx.device_label, speed=ctx.speed, stack=stack,
@@ -850,21 +851,24 @@ def _wait_any(handles: list, poll_s: float, t_end: float = math.inf) -> list:
 
 def _permanent_failures(ctx: Context, stack: int = 1) -> set[str]:
     """Configuration hashes whose last attempt failed in a way that repeats (logged ``permanent``)
-    with this context's speed settings, trained alone (``stack`` 1) or in a stack as this campaign
-    would (a NaN under other settings, or in a stack with other draws, may not repeat; a failure
-    logged before settings were logged with it counts for every setting)."""
-    failed = set()
+    under this context's speed settings. A failure alone counts for every campaign with those
+    settings; one in a stack (its draws) only for a campaign that stacks (``stack`` > 1); one
+    logged before settings were logged with it, for every campaign. A later attempt that did not
+    fail (done, stopped by a deadline, gave up for time) clears it; a failure under other settings
+    changes nothing."""
+    failed: dict[str, bool] = {}
     for store in ctx.stores:
         for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("config_hash"):
-                if entry.get("event") == "failed" and entry.get("permanent"):
-                    if "speed" in entry and (entry["speed"] != ctx.speed or
-                                             ((entry.get("stack") or 1) > 1) != (stack > 1)):
-                        continue
-                    failed.add(entry["config_hash"])
-                elif entry.get("event") == "done":
-                    failed.discard(entry["config_hash"])
-    return failed
+            config_hash, event = entry.get("config_hash"), entry.get("event")
+            if not config_hash:
+                continue
+            if event == "failed" and entry.get("permanent"):
+                if "speed" in entry and (entry["speed"] != ctx.speed or ((entry.get("stack") or 1) > 1 and stack <= 1)):
+                    continue  # under other settings, or with a stack's draws while this campaign trains alone
+                failed[config_hash] = True
+            elif event in ("done", "deadline", "does not fit"):
+                failed[config_hash] = False
+    return {h for h, yes in failed.items() if yes}
 
 
 def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> None:
@@ -942,6 +946,7 @@ def _merge_into(job: PlannedJob, other: PlannedJob) -> None:
     job.sweeps += [s for s in other.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
     job.notebooks = sorted(set(job.notebooks) | set(other.notebooks))
     job.priority = min(job.priority, other.priority)
+    job.solo, job.crowded = job.solo or other.solo, job.crowded or other.crowded
 
 
 def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:

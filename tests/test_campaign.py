@@ -155,6 +155,11 @@ def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(
     ctx.speed = {}
     assert other.config_hash not in campaign._permanent_failures(ctx, stack=2)  # eager: other settings
     assert first.config_hash in campaign._permanent_failures(ctx, stack=2)  # logged without settings: for all
+    # a failure alone counts for a stacking campaign too; a later attempt that did not fail clears it
+    clog.write("failed", config_hash=other.config_hash, name=other.name, permanent=True, speed={}, stack=1)
+    assert other.config_hash in campaign._permanent_failures(ctx, stack=2)
+    clog.write("deadline", config_hash=other.config_hash, name=other.name)
+    assert other.config_hash not in campaign._permanent_failures(ctx, stack=2)
     # and in the campaign that saw it, a NaN in a stack is tried once more alone, a NaN alone is not
     pending, other.solo = [], False
     for _ in range(2):
@@ -248,11 +253,11 @@ class _SharedDevice:
     is done. ``never_fits``: these jobs give up at a speed that fits nowhere; ``fits_shared``: no
     job gives up."""
 
-    def __init__(self, never_fits=(), fits_shared=False):
+    def __init__(self, never_fits=(), fits_shared=False, alone_status="done"):
         import threading
 
         self.lock, self.active, self.shared, self.most, self.alone_done = threading.Lock(), set(), set(), 0, []
-        self.never_fits, self.fits_shared, self.calls = set(never_fits), fits_shared, []
+        self.never_fits, self.fits_shared, self.calls, self.alone_status = set(never_fits), fits_shared, [], alone_status
 
     def __call__(self, payload):
         import time
@@ -280,6 +285,8 @@ class _SharedDevice:
             return {**out, "status": "does not fit", "reason": "slow while shared (test)", "s_per_epoch": 600.0}
         if not shared:
             self.alone_done.append(name)
+            if self.alone_status == "deadline":  # ran past its fit check alone, stopped by the deadline
+                return {**out, "status": "deadline", "reason": "the deadline is near (test)"}
         return {**out, "status": "done", "s_per_epoch": 0.5}
 
 
@@ -330,6 +337,15 @@ def test_runs_that_do_not_fit_while_sharing_the_device_run_alone_and_the_campaig
     assert run(fine := _SharedDevice(fits_shared=True), share_again=True) and fine.most == 2
     assert events()[-2] == campaign.SHARING_FITS  # sharing worked this time: the next campaign shares
     assert run(next_one := _SharedDevice(fits_shared=True)) and next_one.most == 2
+
+
+def test_a_job_that_gave_up_sharing_and_then_ran_alone_until_the_deadline_settles_it(roots, monkeypatch):
+    """The usual case in a window: the job queued to run alone is stopped by the deadline (no
+    speed in its outcome); it passed its fit check alone, so later campaigns start one at a time."""
+    names, events, run = _sharing_roots(roots, monkeypatch)
+    run(_SharedDevice(alone_status="deadline"))
+    assert events().count(campaign.SHARING_DID_NOT_FIT) == 1
+    assert run(later := _SharedDevice()) and later.most == 1
 
 
 def test_a_run_too_long_for_the_time_left_does_not_stop_the_sharing(roots, monkeypatch):

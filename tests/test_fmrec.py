@@ -95,8 +95,14 @@ def test_rand_based_attention_computes_what_sdpa_computes(monkeypatch, mask_mode
     attn.dropout = 0.0
     expected = attn(x, pad, last_only)
     attn.dropout, attn.rand_based = 0.1, True
-    monkeypatch.setattr(transformer, "dropout", lambda x, p, training, rand_based=False: x)
+    calls = []
+
+    def no_draws(x, p, training, rand_based=False):  # the attention probabilities' dropout, every mask kept
+        calls.append((tuple(x.shape), p, training, rand_based))
+        return x
+    monkeypatch.setattr(transformer, "dropout", no_draws)
     torch.testing.assert_close(attn(x, pad, last_only), expected, rtol=1e-5, atol=1e-6)
+    assert calls == [((3, 4, 1 if last_only else 8, 8), 0.1, True, True)]
 
 
 def test_rand_based_dropout_keeps_the_distribution():
@@ -112,9 +118,16 @@ def test_rand_based_dropout_keeps_the_distribution():
         assert y.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
     torch.manual_seed(1)
     a = plain(x)
+    after = torch.get_rng_state()
     torch.manual_seed(1)
-    assert torch.equal(a, torch.nn.functional.dropout(x, 0.3))  # the eager module draws what nn.Dropout draws
-    assert torch.equal(rand.eval()(x), x)
+    assert torch.equal(a, torch.nn.Dropout(0.3).train()(x))  # the eager module draws what nn.Dropout draws
+    assert torch.equal(after, torch.get_rng_state())
+    state = torch.get_rng_state()
+    assert torch.equal(Dropout(0.0).train()(x), x) and torch.equal(rand.eval()(x), x)
+    assert torch.equal(state, torch.get_rng_state())  # no dropout, no draw (as F.dropout with p = 0)
+    torch.manual_seed(0)  # a bf16 input: the mask is still drawn in float32 (a bf16 draw keeps 0.698)
+    kept = (rand.train()(torch.ones(4_000_000, dtype=torch.bfloat16)) != 0).float().mean().item()
+    assert abs(kept - 0.7) < 0.0008
 
 
 def test_same_generator_seed_same_scores_whatever_the_global_rng():

@@ -31,12 +31,23 @@ def _fill(cache: Path) -> None:
     (cache / "triton" / "kernel.cubin").write_bytes(b"kernel")
 
 
-@pytest.mark.parametrize("xz", ["xz", "no-such-xz"])  # the xz command, else Python's lzma
-def test_the_compile_cache_is_shared_and_sent_back(tmp_path, xz):
+@pytest.mark.parametrize("xz, packer", [("xz", "xz"), ("no-such-xz", "python lzma"), ("failing", "python lzma")])
+def test_the_compile_cache_is_shared_and_sent_back(tmp_path, xz, packer):
+    """Packed with the xz command where there is one, else (or when it fails) Python's lzma."""
+    import shutil
+
+    if xz == "xz" and shutil.which("xz") is None:
+        pytest.skip("no xz command here")
+    if xz == "failing":
+        xz = tmp_path / "xz"
+        xz.write_text("#!/bin/sh\ncat > /dev/null\nexit 1\n")
+        xz.chmod(0o755)
     cache = tmp_path / "cache"
     cache.mkdir()
     _fill(cache)
-    out = _window(tmp_path, cache, XZ=xz)
+    out = _window(tmp_path, cache, XZ=str(xz))
+    assert f"packed in compile-cache.tar.xz ({packer})" in (out / "campaign.log").read_text()
+    assert not (out / "compile-cache.tar.xz.part").exists()
     env = (out / "env.txt").read_text()
     assert f"compile cache {cache.resolve()}" in env  # what the script's python processes see
     assert "compile cache at start: 2 files" in env

@@ -122,18 +122,28 @@ fi
 # the compile caches go back for the next window, unless they are too big to come back. xz, not gzip: a
 # smoke window's 84 MB cache packed to 15.5 MB with gzip (over the cap) and 3.4 MB with xz (2026-11-28)
 if [ -n "$(ls -A "$COMPILE_CACHE" 2>/dev/null)" ]; then
-  packed="$OUT/compile-cache.tar.xz"
+  packed="$OUT/compile-cache.tar.xz" packer=""
   if command -v "${XZ:-xz}" > /dev/null; then  # all cores
-    tar -cf - -C "$COMPILE_CACHE" . | "${XZ:-xz}" -T0 -6 > "$packed"
-  else  # the standard library's lzma, one core
-    python -c "import sys, tarfile; tarfile.open(sys.argv[1], 'w:xz').add(sys.argv[2], arcname='.')" "$packed" "$COMPILE_CACHE"
+    tar -cf - -C "$COMPILE_CACHE" . | "${XZ:-xz}" -T0 -6 > "$packed.part"
+    status=("${PIPESTATUS[@]}")  # tar 1: a file changed while read (still a usable archive)
+    [ "${status[0]}" -le 1 ] && [ "${status[1]}" = 0 ] && packer="xz"
   fi
-  size_kb=$(du -k "$packed" | cut -f1)
-  if [ "$size_kb" -gt $(( ${COMPILE_CACHE_MAX_MB:-15} * 1024 )) ]; then
-    rm -f "$packed"
-    echo "compile cache not sent back: ${size_kb} KiB packed, over ${COMPILE_CACHE_MAX_MB:-15} MiB" >> "$OUT/campaign.log"
+  if [ -z "$packer" ]; then  # no xz, or it failed: the standard library's lzma, one core
+    python -c "import sys, tarfile
+with tarfile.open(sys.argv[1], 'w:xz') as tar:
+    tar.add(sys.argv[2], arcname='.')" "$packed.part" "$COMPILE_CACHE" && packer="python lzma"
+  fi
+  if [ -n "$packer" ] && mv "$packed.part" "$packed"; then
+    size_kb=$(du -k "$packed" | cut -f1)
+    if [ "$size_kb" -gt $(( ${COMPILE_CACHE_MAX_MB:-15} * 1024 )) ]; then
+      rm -f "$packed"
+      echo "compile cache not sent back: ${size_kb} KiB packed, over ${COMPILE_CACHE_MAX_MB:-15} MiB" >> "$OUT/campaign.log"
+    else
+      echo "compile cache: ${size_kb} KiB packed in compile-cache.tar.xz ($packer)" >> "$OUT/campaign.log"
+    fi
   else
-    echo "compile cache: ${size_kb} KiB packed in compile-cache.tar.xz" >> "$OUT/campaign.log"
+    rm -f "$packed.part"
+    echo "compile cache not sent back: packing it failed" >> "$OUT/campaign.log"
   fi
 fi
 echo "window done after $(( $(date +%s) - T0 )) s" >> "$OUT/campaign.log"

@@ -34,7 +34,8 @@ def dropout(x: torch.Tensor, p: float, training: bool, rand_based: bool = False)
     if not training or p == 0:
         return x
     if rand_based:
-        return x * (torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p))
+        # drawn in float32: a bf16 draw (autocast) sits on a 1/256 grid and keeps 0.898 for p = 0.1
+        return x * (torch.rand_like(x, dtype=torch.float32) >= p).to(x.dtype) * (1.0 / (1.0 - p))
     return F.dropout(x, p=p, training=True)
 
 

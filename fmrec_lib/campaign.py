@@ -787,8 +787,8 @@ def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: d
                     separate: bool, record_speed: bool = True, crowded: bool = False) -> None:
     """Log one finished job, learn its speed, and queue a retry when it failed and may retry (or,
     when it gave up for sharing the device (``crowded``), to run alone on it, once; or, when its
-    stack did not fit the time left or its loss turned non-finite in a stack, to run alone, outside
-    a stack)."""
+    stack did not fit the time left or it failed in a stack (a NaN with the stack's draws, an error of
+    the vmapped code), to run alone, outside a stack)."""
     if job.config_hash:
         outcome.setdefault("config_hash", job.config_hash)  # failures too: permanent ones are remembered by it
     if outcome.get("permanent"):  # ... for the settings they happened with
@@ -807,10 +807,10 @@ def _handle_outcome(ctx: Context, clog: CampaignLog, job: PlannedJob, outcome: d
     elif outcome["status"] == "does not fit" and outcome.get("stack", 1) > 1 and not job.solo:
         job.solo = True
         clog.write("retry alone", name=job.name, config_hash=job.config_hash, reason="its stack did not fit")
-    elif outcome["status"] == "failed" and outcome.get("permanent") and outcome.get("stack", 1) > 1 and not job.solo:
-        job.solo = True  # a NaN with the stack's draws (or the stack's code path) need not repeat alone
+    elif outcome["status"] == "failed" and outcome.get("stack", 1) > 1 and not job.solo:
+        job.solo = True  # a NaN with the stack's draws, or an error of the stack's code path (vmap), need not repeat alone
         clog.write("retry alone", name=job.name, config_hash=job.config_hash,
-                   reason="a non-finite loss in a stack: once more alone, with its own draws")
+                   reason=f"it failed in a stack ({outcome.get('reason', '')[:200]}): once more alone")
     elif outcome["status"] == "failed" and attempts.get(job.name, 0) < max_retries:
         attempts[job.name] = attempts.get(job.name, 0) + 1
         clog.write("retry", name=job.name, config_hash=job.config_hash, attempt=attempts[job.name],

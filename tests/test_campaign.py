@@ -168,6 +168,11 @@ def test_a_failure_that_repeats_is_not_retried_and_speeds_are_keyed_by_settings(
                                  [], {}, {}, 0, pending, False)
     assert pending == [other] and other.solo
     assert [e["event"] for e in clog.entries()].count("retry alone") == 2  # this one and the one above
+    # so is a stack whose code failed (say vmap under CUDA graphs): its runs once more alone
+    pending, other.solo = [], False
+    campaign._handle_outcome(ctx, clog, other, {"name": other.name, "status": "failed", "stack": 4,
+                                                "reason": "RuntimeError: vmap (test)"}, [], {}, {}, 0, pending, False)
+    assert pending == [other] and other.solo
     key = campaign.speed_key(ctx, first.spec)
     fast = campaign.speed_key(ctx, RunSpec(first.spec.dataset, "fmrec", 1997, {"tf32": True, "compile": True}))
     assert key != fast and "tf32=False" in key and "tf32=True" in fast  # a speed says which settings it is for

@@ -167,16 +167,21 @@ def speed_key(ctx: Context, spec: RunSpec, stack: int = 1) -> str:
         (f"|stack={stack}" if stack > 1 else "")
 
 
-def _known_speeds(ctx: Context, alone_only: bool = False) -> dict[str, float]:
+def _log_entries(ctx: Context) -> list[dict]:
+    """Every store's campaign log, in store order (read once when a campaign starts)."""
+    return [entry for store in ctx.stores for entry in CampaignLog(store.results / LOG_NAME).entries()]
+
+
+def _known_speeds(ctx: Context, alone_only: bool = False, entries: list[dict] | None = None) -> dict[str, float]:
     """Steady seconds per epoch of finished runs (not first epochs, which carry start-up and
-    compilation), from every store's log, by :func:`speed_key`; ``alone_only``: only of runs
-    that had the device to themselves (a campaign running one job at a time)."""
+    compilation), from every store's log (``entries``: :func:`_log_entries`, when the caller has
+    them), by :func:`speed_key`; ``alone_only``: only of runs that had the device to themselves
+    (a campaign running one job at a time)."""
     speeds: dict[str, float] = {}
-    for store in ctx.stores:
-        for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("event") == "done" and entry.get("s_per_epoch") and entry.get("speed_key") and \
-                    not (alone_only and entry.get("shared_device")):
-                speeds[entry["speed_key"]] = float(entry["s_per_epoch"])
+    for entry in _log_entries(ctx) if entries is None else entries:
+        if entry.get("event") == "done" and entry.get("s_per_epoch") and entry.get("speed_key") and \
+                not (alone_only and entry.get("shared_device")):
+            speeds[entry["speed_key"]] = float(entry["s_per_epoch"])
     return speeds
 
 
@@ -185,17 +190,16 @@ SHARING_DID_NOT_FIT = "sharing did not fit"  # a job that gave up while sharing 
 SHARING_FITS = "sharing fits"  # a campaign shared the device and no job gave up for it
 
 
-def _crowding(ctx: Context, stack: int) -> dict | None:
-    """The latest logged verdict (any store) on sharing the device with this context's device,
-    speed settings and stack size, if it is that runs did not fit while sharing but fitted alone;
-    else None (never shared, or shared successfully since)."""
+def _crowding(ctx: Context, stack: int, entries: list[dict] | None = None) -> dict | None:
+    """The latest logged verdict (any store; ``entries`` as for :func:`_known_speeds`) on sharing
+    the device with this context's device, speed settings and stack size, if it is that runs did
+    not fit while sharing but fitted alone; else None (never shared, or shared successfully since)."""
     latest = None
-    for store in ctx.stores:
-        for entry in CampaignLog(store.results / LOG_NAME).entries():
-            if entry.get("event") in (SHARING_DID_NOT_FIT, SHARING_FITS) and entry.get("device") == ctx.device_label \
-                    and entry.get("speed") == ctx.speed and entry.get("stack") == stack and \
-                    (latest is None or entry.get("time", "") >= latest.get("time", "")):
-                latest = entry
+    for entry in _log_entries(ctx) if entries is None else entries:
+        if entry.get("event") in (SHARING_DID_NOT_FIT, SHARING_FITS) and entry.get("device") == ctx.device_label \
+                and entry.get("speed") == ctx.speed and entry.get("stack") == stack and \
+                (latest is None or entry.get("time", "") >= latest.get("time", "")):
+            latest = entry
     return latest if latest is not None and latest["event"] == SHARING_DID_NOT_FIT else None
 
 
@@ -618,12 +622,13 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         _resolve_tuned(ctx, job)
     done_before = [j for j in pending if isinstance(j.spec, RunSpec) and _is_done(ctx, j)]
     pending = [j for j in pending if j not in done_before]
-    failed = set() if retry_failed else _permanent_failures(ctx, stack)
+    logged = _log_entries(ctx)  # every store's log, read once
+    failed = set() if retry_failed else _permanent_failures(ctx, stack, logged)
     skipped_failed = [j.name for j in pending if j.config_hash in failed]
     pending = [j for j in pending if j.config_hash not in failed]
-    crowded_before = None if cluster or jobs <= 1 or share_again else _crowding(ctx, stack)
-    alone_speeds = _known_speeds(ctx, alone_only=True)  # measured with the device to itself
-    speeds = dict(alone_speeds) if crowded_before or jobs <= 1 else _known_speeds(ctx)
+    crowded_before = None if cluster or jobs <= 1 or share_again else _crowding(ctx, stack, logged)
+    alone_speeds = _known_speeds(ctx, alone_only=True, entries=logged)  # measured with the device to itself
+    speeds = dict(alone_speeds) if crowded_before or jobs <= 1 else _known_speeds(ctx, entries=logged)
     if dry_run:
         plan_rows = [{"name": j.name, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
                       "estimate_s": _estimate(ctx, j, speeds, epochs_estimate, stack),
@@ -849,25 +854,24 @@ def _wait_any(handles: list, poll_s: float, t_end: float = math.inf) -> list:
         time.sleep(poll_s)
 
 
-def _permanent_failures(ctx: Context, stack: int = 1) -> set[str]:
+def _permanent_failures(ctx: Context, stack: int = 1, entries: list[dict] | None = None) -> set[str]:
     """Configuration hashes whose last attempt failed in a way that repeats (logged ``permanent``)
     under this context's speed settings. A failure alone counts for every campaign with those
     settings; one in a stack (its draws) only for a campaign that stacks (``stack`` > 1); one
     logged before settings were logged with it, for every campaign. A later attempt that did not
     fail (done, stopped by a deadline, gave up for time) clears it; a failure under other settings
-    changes nothing."""
+    changes nothing. ``entries`` as for :func:`_known_speeds`."""
     failed: dict[str, bool] = {}
-    for store in ctx.stores:
-        for entry in CampaignLog(store.results / LOG_NAME).entries():
-            config_hash, event = entry.get("config_hash"), entry.get("event")
-            if not config_hash:
-                continue
-            if event == "failed" and entry.get("permanent"):
-                if "speed" in entry and (entry["speed"] != ctx.speed or ((entry.get("stack") or 1) > 1 and stack <= 1)):
-                    continue  # under other settings, or with a stack's draws while this campaign trains alone
-                failed[config_hash] = True
-            elif event in ("done", "deadline", "does not fit"):
-                failed[config_hash] = False
+    for entry in _log_entries(ctx) if entries is None else entries:
+        config_hash, event = entry.get("config_hash"), entry.get("event")
+        if not config_hash:
+            continue
+        if event == "failed" and entry.get("permanent"):
+            if "speed" in entry and (entry["speed"] != ctx.speed or ((entry.get("stack") or 1) > 1 and stack <= 1)):
+                continue  # under other settings, or with a stack's draws while this campaign trains alone
+            failed[config_hash] = True
+        elif event in ("done", "deadline", "does not fit"):
+            failed[config_hash] = False
     return {h for h, yes in failed.items() if yes}
 
 

@@ -87,8 +87,6 @@ def stack_key(model: str, model_config: Any, train_config: TrainConfig) -> str |
     return config_hash({"model": model, "model_config": mc, "train_config": tc})
 
 
-
-
 def stacked_loss(nets: list[torch.nn.Module], randomness: str = "different", rand_dropout: bool = False
                  ) -> tuple[Callable, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(loss_fn, params, buffers) for K models of one architecture: ``loss_fn(params, buffers,
@@ -224,7 +222,6 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     for m in members:
         m.net.train()
     eager_loss, params, buffers = stacked_loss([m.net for m in members], rand_dropout=tc0.compile)
-    # under compile an epoch's last, smaller batch runs eagerly (one compilation per run, as in fit)
     loss_fn = compile_loss(eager_loss, tc0.compile_mode) if tc0.compile else eager_loss
     mark_step = tc0.compile and tc0.compile_mode == "reduce-overhead"
     optimizer = torch.optim.Adam(params.values(), lr=tc0.lr, weight_decay=tc0.weight_decay,
@@ -233,6 +230,7 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
     runtime_extra = {"stacked": K, "stack": hashes}
     n = len(targets)
     n_batches = math.ceil(n / tc0.batch_size)
+    partial = n_batches - 1 if n_batches > 1 and n % tc0.batch_size else None  # the last batch, eager (as in fit)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tc0.amp_bf16 else nullcontext()
     epoch_seconds: list[float] = []  # epochs trained by this call (training and validation)
     earlier_seconds: list[float] = []  # those of the interrupted call this one resumed (deadline estimate only)
@@ -322,8 +320,7 @@ def fit_stacked(dataset: SequentialDataset, model: str, configs: list[tuple[dict
                 if mark_step:
                     torch.compiler.cudagraph_mark_step_begin()
                 with autocast:
-                    step_loss = loss_fn if idx.shape[1] == tc0.batch_size or n_batches == 1 else eager_loss
-                    terms = step_loss(params, buffers, inputs[idx], targets[idx])  # each (K,)
+                    terms = (eager_loss if b == partial else loss_fn)(params, buffers, inputs[idx], targets[idx])  # each (K,)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].sum().backward()  # the runs are independent: each slice gets its own gradient
                 optimizer.step()

@@ -482,8 +482,7 @@ class _Trainer:
                 raise ValueError("compile_mode 'reduce-overhead' (CUDA graphs) is not supported with data-parallel "
                                  "training: use another compile mode or one process")
             loss = distributed.wrap_loss(net, device)
-        # under compile, an epoch's last, smaller batch runs the eager loss: a graph of its own would be a
-        # second compilation (about 25 s cold on an H100) for one step per epoch (eager_last_batch)
+        # under compile, an epoch's last, smaller batch runs the eager loss (compile_loss says why)
         self.eager_loss = loss
         self.loss_fn = compile_loss(loss, tc.compile_mode) if tc.compile else loss
         self.mark_step = tc.compile and tc.compile_mode == "reduce-overhead"  # CUDA graphs reuse outputs per step

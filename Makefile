@@ -13,7 +13,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SIZE ?= auto
 DEVICE ?= auto
 
-.PHONY: install test paper data bench gpu-data window-smoke clean-venv
+.PHONY: install test paper data bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,22 +41,6 @@ data: install
 DATASET ?= ml-100k
 bench: install
 	$(PY) -m fmrec_lib bench --dataset $(DATASET) --device $(DEVICE)
-
-# The data a GPU window carries (git-ignored data/, named in the device call's `carry`).
-SHARED_DATA ?= ../shared/data
-gpu-data:
-	mkdir -p data/ml-100k data/amazon_beauty data/yelp
-	cp $(SHARED_DATA)/ml-100k/ml-100k.inter data/ml-100k/
-	cp $(SHARED_DATA)/amazon_beauty/Beauty.txt data/amazon_beauty/
-	cp $(SHARED_DATA)/yelp/Yelp.txt data/yelp/
-
-# The window script end to end on this CPU at smoke size (what a GPU window runs at paper size).
-window-smoke: install gpu-data
-	rm -rf /tmp/fmrec-window /tmp/fmrec-window-root && OUT=/tmp/fmrec-window WINDOW_ROOT=/tmp/fmrec-window-root \
-	  SIZE=smoke DEVICE=cpu BUDGET=300 BENCH_LIMIT_ML=60 BENCH_LIMIT_BEAUTY=40 \
-	  BENCH_VARIANTS_ML="--variant tf32=true,fused_adam=true" BENCH_VARIANTS_BEAUTY="--variant tf32=true" \
-	  BENCH_EXTRA="--max-users 100 --hidden 16 --heads 2 --max-len 8 --rec-hidden 16 32" \
-	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash tools/gpu_window.sh && ls -la /tmp/fmrec-window
 
 clean-venv:
 	rm -rf $(VENV)

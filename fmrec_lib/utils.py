@@ -50,7 +50,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
+
+
+def device_text(label: str) -> str:
+    """A recorded device label as :func:`device_name` spells it now (older rows say "1 threads")."""
+    return label.replace("(1 threads)", "(1 thread)")
 
 
 def configure_precision(tf32: bool) -> dict:

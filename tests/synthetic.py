@@ -2,7 +2,7 @@
 import numpy as np
 
 from fmrec_lib.data import build_dataset
-from fmrec_lib.solvers import SamplerConfig
+from fmrec_lib.flow.solvers import SamplerConfig
 
 
 def cyclic_dataset(n_users: int = 150, n_items: int = 30, seed: int = 0):

@@ -75,6 +75,10 @@ class SequentialDataset:
         return list(self.train)
 
     @property
+    def num_users(self) -> int:
+        return len(self.train)
+
+    @property
     def display_name(self) -> str:
         return self.label or self.name
 

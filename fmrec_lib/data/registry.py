@@ -194,6 +194,12 @@ def file_dataset_name(path: str | Path) -> str:
     return stem
 
 
+def dataset_label(name_or_path: str | Path) -> str:
+    """What a dataset is called in tables, titles and captions: a named dataset's name, a file's
+    :func:`file_dataset_name` (never an absolute path). Reads nothing."""
+    return str(name_or_path) if str(name_or_path) in DATASETS else file_dataset_name(name_or_path)
+
+
 def read_file(path: Path, fmt: Format, name: str, *, min_core: int = 0, on_short: str = "drop",
               label: str = "", dedupe: bool = True) -> SequentialDataset:
     """Read ``path`` in format ``fmt`` and split it; interaction formats drop exact duplicates
@@ -252,6 +258,9 @@ def load_dataset(
                        on_short=on_short, label=spec.label, dedupe=dedupe)
     else:
         path = Path(key)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a data file: give the file inside it (a "
+                                    f"{_suffix_list()} file), or a dataset name ({', '.join(sorted(DATASETS))})")
         if not path.is_file():
             if path.suffix or os.sep in key:
                 raise FileNotFoundError(f"data file not found: {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..metrics import check_profile
+from ..evaluation.metrics import check_profile
 
 
 class Recommender(nn.Module):

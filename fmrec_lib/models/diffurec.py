@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 
 from ..config import check_settings
-from ..losses import cross_entropy_loss, item_scores
+from ..flow.losses import cross_entropy_loss, item_scores
 from .base import Recommender
 from .fusion import FusionTransformer
 

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from ..config import check_settings
-from ..flow_paths import make_path
-from ..losses import (balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, item_scores, multi_hot,
+from ..flow.paths import make_path
+from ..flow.losses import (balanced_reconstruction_loss, cross_entropy_loss, flow_matching_loss, item_scores, multi_hot,
                       sparse_balanced_reconstruction_loss)
-from ..solvers import SamplerConfig, Solution, solve
-from ..time_samplers import NAMES as TIME_SAMPLERS, TIME_EPS, sample_time
+from ..flow.solvers import SamplerConfig, Solution, solve
+from ..flow.time_samplers import NAMES as TIME_SAMPLERS, TIME_EPS, sample_time
 from .base import Recommender
 from .fusion import FusionTransformer
 

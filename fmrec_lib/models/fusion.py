@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..utils import generator_kwargs
-from .transformer import Dropout, TransformerBlock
+from .transformer import TransformerBlock
 
 
 class FusionTransformer(nn.Module):
@@ -27,7 +27,7 @@ class FusionTransformer(nn.Module):
         self.config = config
         self.item_emb = nn.Embedding(num_items + 1, d)  # row 0 = padding, learnable like any row
         nn.init.normal_(self.item_emb.weight, 0.0, 1.0)  # same scale as the N(0, I) noise
-        self.emb_dropout = Dropout(config.emb_dropout)
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.emb_norm = nn.LayerNorm(d, eps=config.ln_eps)
         self.time_mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
         mask_mode = "query" if config.profile == "paper" else "key"
@@ -35,7 +35,7 @@ class FusionTransformer(nn.Module):
             TransformerBlock(d, config.heads, config.ffn_mult, config.dropout, mask_mode, config.attention, config.ln_eps,
                              ffn_dropout=config.ffn_dropout, init=config.init)
             for _ in range(config.num_blocks))
-        self.out_dropout = Dropout(config.dropout)
+        self.out_dropout = nn.Dropout(config.dropout)
         self.out_norm = nn.LayerNorm(d, eps=config.ln_eps)
         # a tensor, not a Python float, so that torch.compile does not recompile for each delta
         self.register_buffer("delta", torch.tensor(config.delta, dtype=torch.float32), persistent=False)

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..config import check_settings
-from ..losses import cross_entropy_loss, item_scores
+from ..flow.losses import cross_entropy_loss, item_scores
 from .base import Recommender
-from .transformer import Dropout, TransformerBlock
+from .transformer import TransformerBlock
 
 
 class _CrossEntropyRecommender(Recommender):
@@ -59,7 +59,7 @@ class GRU4Rec(_CrossEntropyRecommender):
         nn.init.normal_(self.item_emb.weight, 0.0, 0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(config.embedding, config.hidden, config.layers, batch_first=True)
         self.out = nn.Linear(config.hidden, config.embedding)
 
@@ -101,7 +101,7 @@ class SASRec(_CrossEntropyRecommender):
             nn.init.normal_(emb.weight, 0.0, 0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
-        self.dropout = Dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(d, config.heads, 4, config.dropout, "causal", config.attention, 1e-8)
                                     for _ in range(config.blocks))
         self.norm = nn.LayerNorm(d, eps=1e-8)

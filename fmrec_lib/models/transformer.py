@@ -21,33 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def dropout(x: torch.Tensor, p: float, training: bool, rand_based: bool = False) -> torch.Tensor:
-    """``F.dropout``, or with ``rand_based`` the same distribution drawn as ``rand_like(x) >= p``.
-
-    ``rand_based`` is for compiled stacks (:func:`fmrec_lib.stacked.stacked_loss`): under
-    ``vmap(randomness="different")`` a dropout becomes ``bernoulli.p`` of an empty tensor, and
-    torch.compile's inductor (torch 2.13, CPU) can schedule the kernel that reads the drawn mask
-    before the call that draws it, which read the empty tensor's NaN fill: every loss of a compiled
-    FMRec stack on Beauty was NaN (tests/test_stacked.py). ``rand_like`` is lowered by inductor
-    itself. Compiled code draws its own random numbers anyway, so nothing a compiled run promises
-    changes; eager code keeps ``F.dropout`` and its draws."""
-    if not training or p == 0:
-        return x
-    if rand_based:
-        # drawn in float32: a bf16 draw (autocast) sits on a 1/256 grid and keeps 0.898 for p = 0.1
-        return x * (torch.rand_like(x, dtype=torch.float32) >= p).to(x.dtype) * (1.0 / (1.0 - p))
-    return F.dropout(x, p=p, training=True)
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` that a compiled stack switches to rand-based draws (:func:`dropout`)."""
-
-    rand_based = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training, self.rand_based)
-
-
 def causal_mask(pad: torch.Tensor) -> torch.Tensor:
     """(B, L, L) True where query i may attend key j: j <= i and j is not padding. Each
     position also sees itself, so padded rows are never empty (an empty row would give NaN,
@@ -59,8 +32,6 @@ def causal_mask(pad: torch.Tensor) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    rand_based = False  # a compiled stack's rand-based dropout (see dropout): explicit scores, SDPA's semantics
-
     def __init__(self, hidden: int, heads: int, dropout: float,
                  mask_mode: Literal["query", "key", "causal"], attention: Literal["sdpa", "math"]):
         super().__init__()
@@ -88,10 +59,6 @@ class SelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.attention == "math":
             out = self._math(q, k, v, pad_q, pad, p)
-        elif p > 0 and self.rand_based:  # what SDPA computes, with the probabilities' dropout drawn by rand_like
-            out = self._math(q, k, v, pad_q, pad, p, mask_query_rows=False)
-            if self.mask_mode == "query":
-                out = torch.where(pad_q[:, None, :, None], v.mean(dim=2, keepdim=True), out)
         elif self.mask_mode == "key":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :], dropout_p=p)
         elif self.mask_mode == "causal":
@@ -101,16 +68,15 @@ class SelfAttention(nn.Module):
             out = torch.where(pad_q[:, None, :, None], v.mean(dim=2, keepdim=True), out)
         return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], d))
 
-    def _math(self, q, k, v, pad_q, pad_k, p, mask_query_rows: bool = True):
+    def _math(self, q, k, v, pad_q, pad_k, p):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, L_q, L)
         if self.mask_mode == "query":
-            if mask_query_rows:  # the reference; SDPA's path replaces those rows afterwards instead
-                scores = scores.masked_fill(pad_q[:, None, :, None], -1e9)
+            scores = scores.masked_fill(pad_q[:, None, :, None], -1e9)
         elif self.mask_mode == "causal":
             scores = scores.masked_fill(~causal_mask(pad_k)[:, None, -q.shape[2]:], float("-inf"))
         else:
             scores = scores.masked_fill(pad_k[:, None, None, :], float("-inf"))
-        return dropout(scores.softmax(dim=-1), p, p > 0, self.rand_based) @ v
+        return F.dropout(scores.softmax(dim=-1), p=p, training=p > 0) @ v
 
 
 INITS = ("torch", "xavier", "xavier-zero-bias")
@@ -134,10 +100,10 @@ class TransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(hidden, eps=ln_eps)
         self.attn = SelfAttention(hidden, heads, dropout, mask_mode, attention)
         self.norm2 = nn.LayerNorm(hidden, eps=ln_eps)
-        inner = [Dropout(dropout)] if ffn_dropout else []
+        inner = [nn.Dropout(dropout)] if ffn_dropout else []
         self.ffn = nn.Sequential(nn.Linear(hidden, ffn_mult * hidden), nn.GELU(approximate="tanh"), *inner,
                                  nn.Linear(ffn_mult * hidden, hidden))
-        self.drop = Dropout(dropout)
+        self.drop = nn.Dropout(dropout)
         if init != "torch":
             for linear in (self.attn.proj, self.ffn[0], self.ffn[-1]):
                 nn.init.xavier_normal_(linear.weight)

@@ -1,0 +1,2 @@
+"""Operations: the campaign (plan, tiers, deadline, resume, archive and merge), its cluster
+executor, and the speed benchmark."""

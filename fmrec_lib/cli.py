@@ -1,23 +1,24 @@
 """Command line: ``python -m fmrec_lib {data,train,bench,suite,campaign,merge} ...``.
 
-``train`` runs one configuration at a size's settings (``--size``, default ``paper``: the
-paper's) through the same run store as the notebooks: a run already recorded is reused, not
-retrained. Every field of the chosen model's config and of ``TrainConfig`` is an option
-(``--alpha 0.1``, ``--sampler-steps 10``, ``--batch-size 256``, ...); it ends by printing one
-JSON line with the run's configuration and its test metrics. Outputs go to ``runs/``
-(git-ignored) unless ``--output-dir`` says where (``.``: the repository's ``results/<size>/``).
-
-Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+``train`` runs one configuration at a size's settings through the notebooks' run store (a
+recorded run is reused); every field of the model's config and of ``TrainConfig`` is an option
+(``--alpha 0.1``, ``--sampler-steps 10``); it prints one JSON line with the run and its test
+metrics; outputs go to ``runs/`` (git-ignored) unless ``--output-dir`` says where. Errors are
+one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import typing
 from pathlib import Path
+
+import pandas as pd
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .data import DATASETS, FORMATS, DatasetNotFoundError, load_dataset, load_reference_split
 from .experiments import context
@@ -28,7 +29,7 @@ from .experiments.suite import run_suite
 from .models import MODELS, model_config_class
 from .ops.bench import benchmark
 from .ops.campaign import merge_archive, run_campaign
-from .training import TrainConfig, checkpoints, distributed, resolve_configs
+from .training import TrainConfig, checkpoints, resolve_configs
 
 EXIT_ERROR = 2
 SPEED_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
@@ -36,39 +37,30 @@ SPEED_FLAGS = ("fused_adam", "amp_bf16", "compile", "compile_mode", "tf32")
 
 def positive(kind):
     def parse(text: str):
-        value = kind(text)
-        if not value > 0:
+        if not kind(text) > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
+        return kind(text)
     return parse
 
 
 def _cmd_data(args) -> int:
-    import pandas as pd
-
-    rows, checks, missing = [], [], []
+    rows, differs = [], False
     for name in args.datasets or sorted(DATASETS):
         try:
             ds = load_dataset(name, download=args.download, fmt=args.format, dedupe=args.dedupe)
         except DatasetNotFoundError as e:
-            missing.append(f"{name}: missing. {e}")
+            print(f"{name}: missing. {e}", file=sys.stderr)
             continue
-        rows.append(ds.stats())
-        try:
+        same = None
+        with contextlib.suppress(DatasetNotFoundError):  # no authors' split here: not checked
             same = ds.same_split(load_reference_split(name)) if name in DATASETS else None
-        except (DatasetNotFoundError, ValueError):
-            same = None
-        if same is not None:
-            checks.append(f"{name}: rebuilt split {'equals' if same else 'DIFFERS FROM'} the authors' fmrec_dataset.pkl")
-    if rows:
-        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print("\n".join(checks))
-    print("\n".join(missing), file=sys.stderr)
+        differs |= same is False
+        rows.append({**ds.stats(), "authors' split": {None: "not checked", True: "equal", False: "DIFFERS"}[same]})
     if not rows:
-        print("error: no dataset could be loaded (see above for where each was looked for and how to get it)",
-              file=sys.stderr)
+        print("error: no dataset could be loaded (see above for where each was looked for)", file=sys.stderr)
         return 1
-    return 0 if all("equals" in c for c in checks) else 1
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 1 if differs else 0
 
 
 def _add_dataclass_options(parser, cls, prefix: str = "", group=None) -> list[str]:
@@ -101,84 +93,70 @@ def _collect(args, names: list[str]) -> dict:
     out: dict = {}
     for name in (n for n in names if hasattr(args, n)):
         head, _, tail = name.partition(".")
-        if tail:
-            out.setdefault(head, {})[tail] = getattr(args, name)
-        else:
-            out[name] = getattr(args, name)
+        (out.setdefault(head, {}) if tail else out)[tail or head] = getattr(args, name)
     return out
 
 
 def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
-    """One run; under ``torchrun --nproc-per-node N`` trained data-parallel on N processes
-    (:mod:`fmrec_lib.training.distributed`), rank 0 writing and printing."""
-    with distributed.launched(args.device) as (group, device):
-        main = group is None or group.is_main
-        overrides = {**_collect(args, model_fields), **_collect(args, train_fields)}
-        seed = overrides.pop("seed", 1997)
-        ctx = Context.create(args.size, device, Path(args.output_dir) if args.output_dir else context.LOCAL_ROOT,
-                             progress=not args.quiet and main)
-        ctx.allow_cpu_training = True  # asked for explicitly on the command line
-        ctx.data_options = {k: v for k, v in {"fmt": args.format, "max_users": args.max_users,
-                                               "allow_unverified": args.allow_unverified,
-                                               "dedupe": None if args.dedupe else False}.items() if v is not None}
-        if "sampler" in overrides:  # partial sampler options complete the size's sampler
-            base = ctx.size.configs(args.model)[0].get("sampler")
-            base = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else (base or {})
-            overrides["sampler"] = {**base, **overrides["sampler"]}
-        resolve_configs(args.model, *ctx.size.configs(args.model, seed=seed, **overrides))  # bad settings fail now
-        spec = RunSpec(args.dataset, args.model, seed, overrides)
-        stale = checkpoints.running_path(ctx.store.checkpoints, args.model, spec_hash(ctx, spec))
-        if not args.resume and main and stale.exists():
-            stale.rename(stale.with_suffix(".pt.discarded"))
-            logging.getLogger(__name__).warning("--no-resume: moved %s aside", stale)
-        distributed.barrier()
-        if main and find(ctx, spec) is not None:
-            print(f"already finished: {spec.name} is recorded in {ctx.stores[0].runs} or a store beside it; reusing it "
-                  "(nothing trained). Change a setting or --output-dir to train another.", file=sys.stderr)
-        r = run(ctx, spec)
-    if main:
-        print(json.dumps({"dataset": ctx.label(r.dataset), "model": r.model, "config_hash": r.config_hash, "seed": r.spec.seed,
-                          "size": ctx.size.name, "reused": r.reused, "best_epoch": r.best_epoch,
-                          "epochs_run": r.epochs_run, "stop_reason": r.stop_reason, "device": r.device,
-                          "results": str(r.results_path), "profile": r.model_config.get("profile"),
-                          "model_config": r.model_config, "train_config": r.train_config, "val": r.val, **r.test},
-                         default=str))
+    overrides = {**_collect(args, model_fields), **_collect(args, train_fields)}
+    seed = overrides.pop("seed", 1997)
+    ctx = Context.create(args.size, args.device, Path(args.output_dir) if args.output_dir else context.LOCAL_ROOT,
+                         progress=not args.quiet)
+    ctx.allow_cpu_training = True  # asked for explicitly on the command line
+    ctx.data_options = {k: v for k, v in {"fmt": args.format, "max_users": args.max_users,
+                                           "allow_unverified": args.allow_unverified,
+                                           "dedupe": None if args.dedupe else False}.items() if v is not None}
+    if "sampler" in overrides:  # partial sampler options complete the size's sampler
+        base = ctx.size.configs(args.model)[0].get("sampler")
+        base = dataclasses.asdict(base) if dataclasses.is_dataclass(base) else (base or {})
+        overrides["sampler"] = {**base, **overrides["sampler"]}
+    resolve_configs(args.model, *ctx.size.configs(args.model, seed=seed, **overrides))  # bad settings fail now
+    spec = RunSpec(args.dataset, args.model, seed, overrides)
+    stale = checkpoints.running_path(ctx.store.checkpoints, args.model, spec_hash(ctx, spec))
+    if not args.resume and stale.exists():
+        stale.rename(stale.with_suffix(".pt.discarded"))
+        logging.getLogger(__name__).warning("--no-resume: moved %s aside", stale)
+    if find(ctx, spec) is not None:
+        print(f"already finished: {spec.name} is recorded in {ctx.stores[0].runs} or a store beside it; reusing it "
+              "(nothing trained). Change a setting or --output-dir to train another.", file=sys.stderr)
+    r = run(ctx, spec)
+    print(json.dumps({"dataset": ctx.label(r.dataset), "model": r.model, "config_hash": r.config_hash,
+                      "seed": r.spec.seed, "size": ctx.size.name, "reused": r.reused, "best_epoch": r.best_epoch,
+                      "epochs_run": r.epochs_run, "stop_reason": r.stop_reason, "device": r.device,
+                      "results": str(r.results_path), "profile": r.model_config.get("profile"),
+                      "model_config": r.model_config, "train_config": r.train_config, "val": r.val, **r.test},
+                     default=str))
     return 0
 
 
 def _cmd_bench(args, model_fields: list[str]) -> int:
     """Time training and sampling; each ``--variant`` (model-config fields and speed flags,
-    ``key=value,...``) is timed in turn in this one process, so the numbers compare. A variant
-    that fails prints its error (also as a JSON line with ``error``) and the next one is timed;
-    the exit status is then 1. Under ``torchrun`` the processes train data-parallel."""
-    with distributed.launched(args.device) as (group, device):
-        ds = load_dataset(args.dataset, max_users=args.max_users, fmt=args.format, dedupe=args.dedupe)
-        base = _collect(args, model_fields)
-        variants = [(v, parse_settings(v)) for v in args.variant or [""]]
-        for _, over in variants:  # unknown keys fail before any timing
-            resolve_configs(args.model, {**base, **{k: v for k, v in over.items() if k not in SPEED_FLAGS}}, None)
-        failed = 0
-        for variant, over in variants:
-            flags = {**{k: getattr(args, k) for k in SPEED_FLAGS}, **{k: v for k, v in over.items() if k in SPEED_FLAGS}}
-            try:
-                report = benchmark(ds, model=args.model, model_config={**base, **{k: v for k, v in over.items()
-                                                                                  if k not in SPEED_FLAGS}},
-                                   device=device, batch_size=args.batch_size, train_steps=args.train_steps,
-                                   warmup=args.warmup, sample_users=args.sample_users, **flags)
-            except Exception as e:
-                if group is not None:
-                    raise
-                failed += 1
-                print(f"{args.model} on {ds.name}, variant {variant!r}: FAILED ({type(e).__name__}: {e})", file=sys.stderr)
-                print(json.dumps({"dataset": ds.name, "model": args.model, "variant": variant,
-                                  "error": f"{type(e).__name__}: {e}"}), flush=True)
-                continue
-            if group is None or group.is_main:
-                print(f"{report['model']} on {report['dataset']}, {report['device']}, flags {report['flags']}: "
-                      f"{report['s_per_epoch']:.2f} s per epoch ({report['ms_per_step']:.1f} ms per step), sampling "
-                      f"{report['users_per_s']:.0f} users/s", file=sys.stderr)
-                print(json.dumps({**{k: v for k, v in report.items() if k != "model_config"}, "variant": variant},
-                                 default=str), flush=True)
+    ``key=value,...``) is timed in turn in this one process, so the numbers compare as ratios. A
+    variant that fails prints its error (also as a JSON line with ``error``) and the next one is
+    timed; the exit status is then 1."""
+    ds = load_dataset(args.dataset, max_users=args.max_users, fmt=args.format, dedupe=args.dedupe)
+    base = _collect(args, model_fields)
+    variants = [(v, parse_settings(v)) for v in args.variant or [""]]
+    for _, over in variants:  # unknown keys fail before any timing
+        resolve_configs(args.model, {**base, **{k: v for k, v in over.items() if k not in SPEED_FLAGS}}, None)
+    failed = 0
+    for variant, over in variants:
+        flags = {**{k: getattr(args, k) for k in SPEED_FLAGS}, **{k: v for k, v in over.items() if k in SPEED_FLAGS}}
+        config = {**base, **{k: v for k, v in over.items() if k not in SPEED_FLAGS}}
+        try:
+            report = benchmark(ds, model=args.model, model_config=config, device=args.device,
+                               batch_size=args.batch_size, train_steps=args.train_steps, warmup=args.warmup,
+                               sample_users=args.sample_users, **flags)
+        except Exception as e:
+            failed, error = failed + 1, f"{type(e).__name__}: {e}"
+            print(f"{args.model} on {ds.name}, variant {variant!r}: FAILED ({error})", file=sys.stderr)
+            print(json.dumps({"dataset": ds.name, "model": args.model, "variant": variant, "error": error}), flush=True)
+            continue
+        print(f"{report['model']} on {report['dataset']}, {report['device']}, flags {report['flags']}: "
+              f"{report['s_per_epoch']:.2f} s per epoch ({report['ms_per_step']:.1f} ms per step), sampling "
+              f"{report['users_per_s']:.0f} users/s", file=sys.stderr)
+        print(json.dumps({**{k: v for k, v in report.items() if k != "model_config"}, "variant": variant},
+                         default=str), flush=True)
     return 1 if failed else 0
 
 
@@ -189,20 +167,14 @@ def parse_settings(text: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"settings are key=value[,key=value...], got {item!r}")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
+        with contextlib.suppress(json.JSONDecodeError):
+            value = json.loads(value)
+        out[key.strip().replace("-", "_")] = value
     return out
 
 
-CLUSTER_OPTIONS = {"partition": (str, "SLURM partition"), "gpus-per-job": (int, "GPUs per job (default 1 on SLURM)"),
-                   "cpus-per-job": (int, "CPU cores per job"), "mem-gb": (float, "memory per job, GB"),
-                   "time-limit-min": (int, "each job's time limit (default 240); a job that reaches it is requeued "
-                                           "and resumes from its running checkpoint"),
-                   "array-parallelism": (int, "jobs of an array running at once"),
-                   "slurm-folder": (str, "submitit's logs (default <output root>/submitit/<size>)"),
-                   "max-retries": (int, "times a failed job is resubmitted (default 2)")}
+CLUSTER_OPTIONS = {"partition": str, "gpus-per-job": int, "cpus-per-job": int, "mem-gb": float, "slurm-folder": str,
+                   "time-limit-min": int, "array-parallelism": int, "max-retries": int}  # docs/campaign.md
 
 
 def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -219,7 +191,7 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     _add_format_options(p)
 
     p = sub.add_parser("suite", help="run the notebook suite with papermill (the main job)")
-    p.add_argument("--size", default="auto", help="smoke, quick, paper or auto (paper with CUDA, quick without)")
+    p.add_argument("--size", default="auto", choices=["auto", *SIZES], help="auto: paper with CUDA, quick without")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     p.add_argument("--output-dir", default=None, help="executed copies (default notebooks/executed/<size>)")
@@ -229,27 +201,21 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
     p.add_argument("--size", default="paper", choices=SIZES)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--tier", type=positive(int), default=None, help="run tiers 1..N only (default: all)")
-    p.add_argument("--deadline", type=positive(float), default=None,
-                   help="seconds from now to stop by (required with --executor local)")
+    p.add_argument("--deadline", type=positive(float), default=None, help="seconds from now to stop by")
     p.add_argument("--fit-within", type=positive(float), default=None, metavar="SECONDS",
-                   help="start runs that can finish within this time (>= --deadline), though training stops at the "
-                        "deadline: the next campaign on the same output root resumes them")
+                   help="start runs that can finish within this time (>= --deadline); a later campaign resumes them")
     p.add_argument("--output-dir", default=None, help="output root (default: the repository)")
     p.add_argument("--archive", default=None, help="pack results/<size>/ into this .tar.gz after every job")
     p.add_argument("--speed", default="", metavar="KEY=VALUE[,...]",
-                   help="speed settings for every run, e.g. tf32=true,fused_adam=true,compile=true,"
-                        "compile_mode=reduce-overhead (recorded with each result, not part of its identity)")
-    p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"],
-                   help="budget each run for its maximum epochs or for the epochs such runs took so far")
+                   help="speed settings for every run, e.g. tf32=true,fused_adam=true,compile=true")
+    p.add_argument("--epochs-estimate", default="max", choices=["max", "expected"])
     p.add_argument("--retry-failed", action="store_true", help="retry runs whose last attempt failed for good (NaN)")
     p.add_argument("--dry-run", action="store_true", help="the plan, estimates and device minutes per tier")
-    p.add_argument("--bench", nargs="*", default=None, help="bench lines that price a dry run (default: "
-                                                            "results/<size>/benchmarks/*.jsonl)")
+    p.add_argument("--bench", nargs="*", default=None, help="bench lines to price a dry run with")
     p.add_argument("--allow-cpu-training", action="store_true", help="train paper-size runs on a CPU (hours each)")
-    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug", "local-submitit"],
-                   help="this process, one job at a time; or submitit: SLURM job arrays, or its test executors")
-    for name, (kind, text) in CLUSTER_OPTIONS.items():
-        p.add_argument(f"--{name}", type=kind, default=None, help=text)
+    p.add_argument("--executor", default="local", choices=["local", "slurm", "debug", "local-submitit"])
+    for name, kind in CLUSTER_OPTIONS.items():
+        p.add_argument(f"--{name}", type=kind, default=None, help="submitit executors (docs/campaign.md)")
 
     p = sub.add_parser("merge", help="merge a campaign archive (or results folder) into results/<size>/")
     p.add_argument("archive", help="a .tar.gz written by campaign --archive, or a results/<size> folder")
@@ -261,8 +227,7 @@ def build_parser(model: str = "fmrec") -> tuple[argparse.ArgumentParser, dict[st
         p.add_argument("--dataset", required=True, help=f"{', '.join(sorted(DATASETS))} or a file path")
         p.add_argument("--model", default="fmrec", choices=list(MODELS))
         p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-        p.add_argument("--max-users", type=positive(int), default=None,
-                       help="a deterministic subset of users (default: the size's cap)")
+        p.add_argument("--max-users", type=positive(int), default=None, help="a deterministic subset of users")
         _add_format_options(p)
         fields[f"{name}_model"] = _add_dataclass_options(p, model_config_class(model))
         if name == "train":
@@ -302,8 +267,6 @@ def _dispatch(args, fields) -> int:
     if args.command == "merge":
         print(json.dumps(merge_archive(args.archive, size=args.size, output_dir=args.output_dir)))
         return 0
-    if args.deadline is None and args.executor == "local" and not args.dry_run:
-        raise ValueError("campaign --executor local needs --deadline SECONDS (a cluster executor does not)")
     options = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in CLUSTER_OPTIONS
                if getattr(args, k.replace("-", "_")) is not None}
     summary = run_campaign(size=args.size, device=args.device, deadline_s=args.deadline, tier=args.tier,
@@ -318,13 +281,10 @@ def _dispatch(args, fields) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--model", default="fmrec")
-    model = pre.parse_known_args(argv)[0].model  # train and bench take the chosen model's config fields
-    parser, fields = build_parser(model if model in MODELS else "fmrec")
+    pre.add_argument("--model", default="fmrec", choices=list(MODELS))
+    parser, fields = build_parser(pre.parse_known_args(argv)[0].model)  # train/bench: the model's config fields
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bar instead of breaking it
             return _dispatch(args, fields)

@@ -9,27 +9,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def upgrade_legacy_keys(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Map keys of an older config layout onto the current one (``cls.LEGACY_KEYS``:
-    old key -> (field, subfield)), so stored configs keep loading; a key given both ways fails."""
-    legacy = getattr(cls, "LEGACY_KEYS", {})
-    if not any(k in values for k in legacy):
-        return values
-    out = {k: v for k, v in values.items() if k not in legacy}
-    for old, (field_name, sub) in legacy.items():
-        if old in values:
-            nested = out.get(field_name, {})
-            nested = dataclasses.asdict(nested) if dataclasses.is_dataclass(nested) else dict(nested)
-            if sub in nested and nested[sub] != values[old]:
-                raise ValueError(f"{cls.__name__}: {old!r} (old layout) and {field_name}.{sub} disagree")
-            out[field_name] = {**nested, sub: values[old]}
-    return out
-
-
 def from_dict(cls: type[T], values: dict[str, Any] | None = None, **overrides) -> T:
-    """``cls(**values, **overrides)`` that names unknown keys and the known ones. Keys of an
-    older layout are upgraded (:func:`upgrade_legacy_keys`); nested configs may be dicts."""
-    merged = upgrade_legacy_keys(cls, {**(values or {}), **overrides})
+    """``cls(**values, **overrides)`` that names unknown keys and the known ones; nested
+    configs may be dicts."""
+    merged = {**(values or {}), **overrides}
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(merged) - known)
     if unknown:

@@ -54,6 +54,12 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def device_text(label: str) -> str:
     """A recorded device label as :func:`device_name` spells it now (older rows say "1 threads")."""
     return label.replace("(1 threads)", "(1 thread)")

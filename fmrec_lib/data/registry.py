@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from ..utils import REPO_ROOT
 from .dataset import (SequentialDataset, build_dataset, dataset_from_split, drop_duplicate_interactions,
                       sequences_from_interactions)
 from .readers import (DataFormatError, read_csv_interactions, read_dat_interactions, read_interactions,
@@ -79,8 +80,6 @@ class DatasetNotFoundError(FileNotFoundError):
 def project_data_dir() -> Path:
     """The project's ``data/`` folder: the repository's in a source checkout, else the working
     folder's (:data:`fmrec_lib.utils.REPO_ROOT`), never inside an installed package."""
-    from ..utils import REPO_ROOT
-
     return REPO_ROOT / "data"
 
 
@@ -121,7 +120,7 @@ def _download(spec: DatasetSpec, target: Path, looked: str, how: str, allow_unve
     target.mkdir(parents=True, exist_ok=True)
     try:
         path = pooch.retrieve(spec.url, known_hash=f"sha256:{spec.sha256}" if spec.sha256 else None,
-                              fname=spec.filename, path=target, progressbar=_progress())
+                              fname=spec.filename, path=target, progressbar=True)
     except ValueError as e:  # pooch's hash mismatch
         raise DataFormatError(f"download of {spec.name!r} from {spec.url} failed its sha256 check: {e}") from e
     except Exception as e:  # offline, DNS, HTTP errors
@@ -131,14 +130,6 @@ def _download(spec: DatasetSpec, target: Path, looked: str, how: str, allow_unve
     if spec.sha256 is None:
         log.warning("downloaded %s unverified; its sha256 is %s", spec.name, pooch.file_hash(path))
     return Path(path)
-
-
-def _progress() -> bool:
-    try:
-        import tqdm  # noqa: F401  (pooch's progress bar uses tqdm)
-        return True
-    except ImportError:
-        return False
 
 
 def _spec(name: str) -> DatasetSpec:

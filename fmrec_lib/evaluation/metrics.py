@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 Profile = Literal["paper", "clean"]
 PROFILES: tuple[str, ...] = ("paper", "clean")
@@ -148,10 +149,9 @@ def evaluate(
     progress: bool = False,
     keep_ranks: bool = False,
     lists_k: int | None = None,
-    accumulator: bool = False,
 ) -> dict[str, float] | MetricAccumulator:
     """Rank all items for every user and return ``{"HR@5": ..., "NDCG@20": ...}`` in %
-    (or, with ``keep_ranks``/``lists_k``/``accumulator``, the accumulator holding metrics,
+    (or, with ``keep_ranks``/``lists_k``, the accumulator holding metrics,
     ranks and lists).
 
     ``score_fn(histories)`` maps a (b, L) batch of left-padded histories on ``device`` to
@@ -160,12 +160,11 @@ def evaluate(
     acc = MetricAccumulator(protocol, device, keep_ranks=keep_ranks, lists_k=lists_k)
     starts = range(0, len(inputs), batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc="ranking", unit="batch", leave=False)
     for start in starts:
         hist = inputs[start:start + batch_size].to(device, non_blocking=True)
         acc.update(score_fn(hist), targets[start:start + batch_size].to(device), hist)
-    return acc if keep_ranks or lists_k or accumulator else acc.result()
+    return acc if keep_ranks or lists_k else acc.result()
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, torch.Tensor]:

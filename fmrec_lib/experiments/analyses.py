@@ -24,6 +24,7 @@ from ..evaluation.metrics import (EvalProtocol, coverage, intra_list_diversity, 
 from ..flow.solvers import SamplerConfig
 from ..models import build_model
 from ..training import evaluate_model, model_device, resolve_configs
+from ..utils import synchronize
 
 def _prepared(ctx, run, split: str, users: int | None = None):
     """The run's selected model on the context's device and the split's inputs and targets
@@ -165,18 +166,13 @@ def sampling_cost(ctx, dataset: str, entries: list[tuple[str, str, dict, Sampler
             score(inputs[:64]).topk(10, dim=1)  # warm-up
             best = float("inf")
             for _ in range(repeats):
-                _sync(ctx.device)
+                synchronize(ctx.device)
                 t0 = time.perf_counter()
                 score(inputs).topk(10, dim=1)
-                _sync(ctx.device)
+                synchronize(ctx.device)
                 best = min(best, time.perf_counter() - t0)
         calls = model.n_model_calls(sampler) if sampler is not None else model.n_model_calls()
         rows.append({"label": label, "model": model_name, "n_model_calls": calls,
                      "ms_per_1000_users": 1000 * best * 1000 / len(inputs), "users": len(inputs),
                      "device": ctx.device_label})
     return rows
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -23,7 +23,6 @@ LINESTYLES = ["-", "--", ":", "-."]
 MIN_SPAN = 0.5  # a y axis spans at least this many metric points (%), so a constant looks constant
 
 
-
 def log_x_axis(ax) -> None:
     """A log x-axis labelled at 1, 2 and 5 times the powers of ten, as plain numbers, and no
     labels on the minor ticks (matplotlib labels those when the data span less than a decade

@@ -103,9 +103,6 @@ def _interval_row(runs: list[Run], metric: str) -> dict:
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "error_bar": iv.kind}
 
 
-
-
-
 # -- 00: datasets ------------------------------------------------------------------------------
 
 def dataset_report(ctx, datasets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -306,7 +303,6 @@ def main_caption(ctx, res: MainResults) -> str:
         f"selected model at the first seed.{missing}")
 
 
-
 # -- 02: trajectories and steps -------------------------------------------------------------
 
 @declares("02_trajectory")
@@ -359,7 +355,6 @@ def trajectory_caption(ctx, table: pd.DataFrame, noise: pd.DataFrame, steps: lis
         f"{spread.get('straight', math.nan):.2f}, cosine {spread.get('cosine', math.nan):.2f} points. Redrawing the "
         f"noise behind x_t changes the default model's x1_hat by {100 * noise['relative_change_of_x1_hat'].max():.3g} % "
         f"at most (t in {list(noise['t'])}).")
-
 
 
 # -- 03: loss ablation ------------------------------------------------------------------------
@@ -417,7 +412,6 @@ def loss_caption(ctx, table: pd.DataFrame, dataset: str) -> str:
         + f". Error bars: {hr5['error_bar'].iloc[0]}; differences inside overlapping intervals are not effects.")
 
 
-
 # -- 04: sampler ------------------------------------------------------------------------------
 
 SOLVERS = {"Euler, paper update": ("euler", "paper"), "Euler, textbook update": ("euler", "textbook"),
@@ -468,7 +462,6 @@ def sampler_caption(ctx, det: pd.DataFrame, solvers: pd.DataFrame) -> str:
         + ("; every sampler and step count gives the same NDCG@10" if identical else "") + ".")
 
 
-
 # -- 05: sensitivity --------------------------------------------------------------------------
 
 @declares("05_sensitivity")
@@ -504,7 +497,6 @@ def sensitivity_caption(ctx, table: pd.DataFrame) -> str:
     return ctx.caption(
         "too small an alpha collapses the embeddings; delta > 0.1 harms generation.",
         "NDCG@10 (%) by " + "; ".join(f"{s} {{{fmt(s)}}}" for s in by) + ".")
-
 
 
 # -- 06: open questions -----------------------------------------------------------------------
@@ -580,7 +572,6 @@ def open_questions_caption(ctx, diversity: pd.DataFrame, profiles: pd.DataFrame)
         f"{noisy['overlap@10_between_seeds']:.1f} %, NDCG@10 {noisy['NDCG@10']:.2f} %. NDCG@10 paper profile "
         f"{p[('paper', 'paper')]:.2f} %, same model under the clean protocol {p[('paper', 'clean')]:.2f} %, "
         f"clean profile {p[('clean', 'clean')]:.2f} %.")
-
 
 
 # -- 07: does the flow matter ------------------------------------------------------------------

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..config import from_dict
 from ..models import model_config_class
-from ..training import checkpoints, distributed, fit, load_model, resolve_configs, run_config_hash
+from ..training import checkpoints, fit, load_model, resolve_configs, run_config_hash
 from ..utils import device_text
 from .analyses import SWEEP_VERSIONS, SWEEPS
 from .store import cached_rows, find_run, import_run, read_per_user_ranks, record_run
@@ -216,7 +216,7 @@ def find(ctx, spec: RunSpec) -> Run | None:
 
 def run(ctx, spec: RunSpec) -> Run:
     """Train ``spec`` at the context's size and record it in the context's store, or reuse it
-    when a store holds it. Under ``torchrun`` every rank trains and rank 0 records."""
+    when a store holds it."""
     found = find(ctx, spec)
     if found is not None:
         log.info("reusing %s (run %s)", spec.name, found.config_hash)
@@ -226,12 +226,9 @@ def run(ctx, spec: RunSpec) -> Run:
     ds, mc, tc = resolve(ctx, spec)
     result = fit(ds, spec.model, mc, tc, device=ctx.device, checkpoint_dir=ctx.store.checkpoints,
                  progress=ctx.progress, deadline=ctx.deadline, on_epoch_end=ctx.epoch_hook)
-    group = distributed.current()
-    if group is None or group.is_main:
-        record_run(result, ctx.store.runs)
-        # recorded: the running checkpoint (resume point) is no longer needed
-        checkpoints.running_path(ctx.store.checkpoints, spec.model, result.config_hash).unlink(missing_ok=True)
-    distributed.barrier()  # the other ranks go on once rank 0 has recorded the run
+    record_run(result, ctx.store.runs)
+    # recorded: the running checkpoint (the resume point) is no longer needed
+    checkpoints.running_path(ctx.store.checkpoints, spec.model, result.config_hash).unlink(missing_ok=True)
     seconds = sorted(result.epoch_seconds)
     ctx.trained_on[result.device] = True
     return Run(spec, ctx.size.name, result.config_hash, result.model_config, result.train_config, result.val,

@@ -8,6 +8,8 @@ import time
 import unittest.mock
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .context import REUSE_ONLY_ENV
 from .notebooks import NOTEBOOKS_DIR, notebook_paths
 from .sizes import resolve_size
@@ -32,8 +34,6 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
         with unittest.mock.patch.dict(os.environ, {REUSE_ONLY_ENV: "1"}):  # papermill's kernels inherit it
             return run_suite(size, device, only, output_dir)
     import papermill as pm  # optional: only the suite needs it
-    from tqdm import tqdm
-
     size = resolve_size(size, device)
     out = Path(output_dir) if output_dir else NOTEBOOKS_DIR / "executed" / size
     out.mkdir(parents=True, exist_ok=True)

@@ -47,16 +47,3 @@ class Recommender(nn.Module):
 
     def score(self, histories: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
-
-
-class LossModule(nn.Module):
-    """A model's ``loss`` as a module's ``forward``: what wrappers that only call forward need
-    (DistributedDataParallel synchronises gradients only through forward; ``torch.func.functional_call``
-    calls forward). The model is the attribute ``net``, so its parameters are named ``net.<name>``."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.net.loss(inputs, targets)

@@ -33,11 +33,6 @@ from .fusion import FusionTransformer
 class FMRecConfig:
     """FMRec's hyperparameters; defaults are the paper's (METHOD.md)."""
 
-    # the sampler options were flat fields before the typed SamplerConfig
-    LEGACY_KEYS: ClassVar[dict[str, tuple[str, str]]] = {
-        "eval_steps": ("sampler", "steps"), "eval_method": ("sampler", "method"),
-        "eval_update": ("sampler", "update"), "eval_noise_scale": ("sampler", "noise_scale")}
-
     profile: Literal["paper", "clean"] = "paper"
     hidden: int = 128
     heads: int = 4

@@ -9,13 +9,8 @@ import torch
 from ..config import from_dict
 from ..data import SequentialDataset
 from ..models import build_model, model_config_class
-from ..training import distributed, train
-from ..utils import configure_precision, device_name, resolve_device, runtime_info, seed_everything
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ..training import train
+from ..utils import configure_precision, device_name, resolve_device, runtime_info, seed_everything, synchronize
 
 
 def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config: dict | None = None,
@@ -30,15 +25,7 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     then two steps with the epoch's last, smaller batch (``len(samples) % batch_size``, or half a
     batch), as every epoch of ``fit`` has, eager under ``compile`` as in ``fit``: the first is
     ``partial_step_s``, the second ``partial_steady_s``. ``s_per_epoch`` is the epoch's full
-    batches at the timed steps' pace plus one steady last batch.
-
-    Under ``torchrun`` (a process group of N ranks) every rank steps ``batch_size / N`` samples
-    through ``DistributedDataParallel`` and scores its share of the users; the rates reported
-    are global (``batch_size`` samples per step, all users), timed by the slowest rank."""
-    group = distributed.current()
-    world, rank = (group.world_size, group.rank) if group is not None else (1, 0)
-    if batch_size % world:
-        raise ValueError(f"batch size {batch_size} does not split over {world} processes")
+    batches at the timed steps' pace plus one steady last batch."""
     device = resolve_device(device)
     configure_precision(tf32)
     seed_everything(seed)
@@ -48,37 +35,34 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     inputs, targets = inputs.to(device), targets.to(device)
     fused = {"fused": True} if fused_adam and device.type == "cuda" else {}
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, **fused)
-    loss = distributed.wrap_loss(net, device) if group is not None else net.loss
+    loss = net.loss
     loss_fn = train.compile_loss(loss, compile_mode) if compile else loss
     n = len(targets)
     perm = torch.randperm(n, device=device)
     partial = n % batch_size or max(1, batch_size // 2)
-    per_rank = batch_size // world
 
-    def step(i: int, size: int = per_rank) -> None:  # the last, smaller batch eager, as in fit
-        start = ((i * world + rank) * per_rank) % max(1, n - size)
+    def step(i: int, size: int = batch_size) -> None:  # the last, smaller batch eager, as in fit
+        start = (i * batch_size) % max(1, n - size)
         idx = perm[start:start + size]
         if compile and compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_bf16):
-            value = (loss_fn if size == per_rank or n < batch_size else loss)(inputs[idx], targets[idx])["loss"]
+            value = (loss_fn if size == batch_size or n < batch_size else loss)(inputs[idx], targets[idx])["loss"]
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
 
     def timed(fn) -> float:
-        _sync(device)
-        distributed.barrier()
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
-        distributed.barrier()  # the slowest rank's time
+        synchronize(device)
         return time.perf_counter() - t0
 
     net.train()
     warmup_s = timed(lambda: [step(i) for i in range(warmup)])
-    partial_s = timed(lambda: step(warmup, max(1, partial // world)))
-    partial_steady_s = timed(lambda: step(warmup + 1, max(1, partial // world)))
+    partial_s = timed(lambda: step(warmup, partial))
+    partial_steady_s = timed(lambda: step(warmup + 1, partial))
     train_s = timed(lambda: [step(warmup + 2 + i) for i in range(train_steps)])
     samples_per_s = train_steps * batch_size / train_s
     s_per_epoch = n // batch_size * train_s / train_steps + (partial_steady_s if n % batch_size else 0.0)
@@ -86,15 +70,12 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
     hist, _ = dataset.eval_inputs("test", mc.max_len)
     hist = hist[:sample_users] if sample_users else hist
     n_users = len(hist)
-    if group is not None:
-        hist = distributed.shard(hist, group)
     net.eval()
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         net.score(hist[:eval_batch_size].to(device), generator)  # warm-up
         sample_s = timed(lambda: [net.score(hist[start:start + eval_batch_size].to(device), generator).topk(20, dim=1)
                                   for start in range(0, len(hist), eval_batch_size)])
-    extra = {"world_size": world, "per_rank_batch": per_rank} if group is not None else {}
     return {
         "dataset": dataset.name, "model": model, "profile": mc.profile, "device": device_name(device),
         "torch": torch.__version__, "batch_size": batch_size, "train_steps": train_steps,
@@ -108,5 +89,5 @@ def benchmark(dataset: SequentialDataset, *, model: str = "fmrec", model_config:
         "sample_users": n_users, "model_calls_per_user": net.n_model_calls(),
         "sampling_s": round(sample_s, 3), "users_per_s": round(n_users / sample_s, 1),
         "runtime": runtime_info(device, compiled=compile, compile_mode=compile_mode, amp_bf16=amp_bf16),
-        "model_config": asdict(mc), **extra,
+        "model_config": asdict(mc),
     }

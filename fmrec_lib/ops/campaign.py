@@ -1,36 +1,20 @@
-"""The campaign: every run the notebooks need at a size, with the sweeps that need its model, in
-tiers and priority order, one job at a time on a device, before a deadline. For time-limited GPU
-sessions (an allocation with a wall-time limit, a preemptible instance, a hosted notebook's
-session) and, through submitit, for a cluster (:mod:`fmrec_lib.ops.cluster`).
+"""The campaign: every run the notebooks need at a size, with the sweeps that need its model, by
+tier (:mod:`fmrec_lib.experiments.tiers`) and priority, one job at a time on a device, before a
+deadline: for time-limited GPU sessions (an allocation with a wall-time limit, a preemptible
+instance, a hosted notebook's session) and, through submitit, for a cluster (:mod:`.cluster`).
 
-Plan: each notebook declares its runs once (:func:`fmrec_lib.experiments.reports.needs`); a run
-that several notebooks need is one job that carries all their sweeps. Tiers (:func:`tier`), so
-that the first GPU hours buy the main table:
+Plan: the notebooks' declarations (:func:`fmrec_lib.experiments.reports.needs`), one job per run
+carrying every sweep of its model; priority: tier, dataset (ML-100k first), FMRec's default run,
+notebook order. A job trains its run (resuming a running checkpoint) or reuses it, runs its sweeps
+on the model just trained (paper-size checkpoints need not leave the machine) and records both in
+``results/<size>/``; ``campaign.log.jsonl`` there says what ran, how fast and why it stopped. With
+``archive`` that folder is packed after every job; :func:`merge_archive` merges it elsewhere.
 
-1. ML-100k and Beauty, seed 1997: the main table (every model with its learning-rate grid) and
-   FMRec's default with every sweep of its model (notebooks 02, 04, 06, 07); notebook 07's
-   latency table, timed when the campaign starts.
-2. ML-100k and Beauty, seed 1997: the ablations and the flow question: alpha = 0, beta = 0,
-   v-prediction, the cosine path, the other time samplers, no flow input, no flow-matching term,
-   delta 0.01 and 0.1.
-3. Seeds 1998 and 1999 of FMRec's default, of no flow input and of each dataset's strongest
-   baseline; every other seed-1997 run (the sensitivity grids, the clean profile); Yelp.
-4. The rest: the later seeds of the other variants and baselines.
-
-Within a tier: ML-100k before Beauty before the others, FMRec's default run first, then notebook
-order. A job trains its run
-(or reuses it when a store has it), resuming a running checkpoint, then runs its sweeps on the
-model just trained (paper-size checkpoints need not leave the machine) and records everything in
-``results/<size>/``; ``campaign.log.jsonl`` there says what ran, its seconds per epoch, the
-epochs it took and why it stopped. With ``archive`` that folder is packed after every job, and
-:func:`merge_archive` merges an archive into the local results, appending, never overwriting.
-
-Deadline: a job starts only if its estimate (seconds per epoch measured on this device and
-settings x the epochs it is budgeted for and has not trained x :data:`EVAL_OVERHEAD`) fits the
-time left, or ``fit_within_s`` when a later campaign on the same output root will resume it; a
-job of unknown speed gives up after its first steady epoch if it cannot finish. A run the
-deadline stops keeps a running checkpoint after its last epoch, which the next campaign on the
-same output root resumes.
+Deadline: a job starts only if its estimate (seconds per epoch measured on this device x the
+epochs it is budgeted for and has not trained x :data:`EVAL_OVERHEAD`) fits the time left (or
+``fit_within_s``, when a later campaign on the same output root will resume it); a job of unknown
+speed gives up after its first steady epoch if it cannot finish. A run the deadline stops keeps a
+running checkpoint, which the next campaign on the same output root resumes.
 """
 from __future__ import annotations
 
@@ -41,17 +25,16 @@ import math
 import tarfile
 import tempfile
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..experiments import notebooks, reports
+from ..experiments import notebooks, reports, tiers
 from ..experiments.context import Context
-from ..experiments.runs import (MissingModelError, RunSpec, Sweep, TunedSpec, find, resolve, retrain, run,
-                                selected_point, spec_hash)
+from ..experiments.runs import MissingModelError, RunSpec, Sweep, TunedSpec, find, resolve, retrain, run, spec_hash
 from ..experiments.runs import sweep as run_sweep
 from ..experiments.store import append_text, cached_rows, key_text, locked, lookup, merge_results, read_results
 from ..models import MODELS
@@ -63,27 +46,16 @@ LOG_NAME = "campaign.log.jsonl"
 SAFETY_S = 20.0  # stop this long before the deadline: time to test, record and archive
 MIN_LEFT_FOR_LATENCY_S = 80.0  # the latency table (seconds on a GPU) only with time for more
 EVAL_OVERHEAD = 1.15  # validations and the final test on top of the training epochs, in the estimate
-DATASET_ORDER = ("ml-100k", "beauty", "yelp")
-FIRST_SEED = 1997
 # Epochs the authors' FMRec runs took before their patience rule stopped them: the "expected"
 # budget of FMRec runs at paper size before this project has measured its own.
 AUTHORS_FMREC_EPOCHS = {"ml-100k": 260, "beauty": 480}
-EXPECTED_QUANTILE = 0.9  # "expected": the 90th percentile of recorded runs' epochs
 CLUSTER_EXECUTORS = ("slurm", "debug", "local-submitit")
 STEADY_EPOCH = 2  # the first epoch carries start-up and compilation: judge the speed on the second
-# Tier 2: FMRec's configuration changes (besides the seed) that the ablations and the flow question make
-TIER_2 = [{"alpha": 0.0}, {"beta": 0.0}, {"prediction": "velocity"}, {"path": "cosine"},
-          *({"time_sampler": s} for s in ("uniform", "logit-normal", "cosmap")),
-          {"flow_input": False, "sampler": {"steps": 1}}, {"fm_weight": 0.0}, {"delta": 0.01}, {"delta": 0.1}]
-NO_FLOW_INPUT = TIER_2[7]
+SPEED_KEYS = (*TrainConfig.SPEED_FIELDS, "amp_bf16")
 
 
 class DoesNotFit(RuntimeError):
-    """The run's measured speed says it cannot finish before the deadline."""
-
-    def __init__(self, message: str, seconds_per_epoch: float):
-        super().__init__(message)
-        self.seconds_per_epoch = seconds_per_epoch
+    """The run's measured speed says it cannot finish before the deadline: (message, seconds per epoch)."""
 
 
 @dataclass
@@ -94,7 +66,7 @@ class PlannedJob:
     spec: RunSpec | TunedSpec  # a TunedSpec until the tuning runs it depends on are recorded
     sweeps: list[Sweep]
     notebooks: list[str]
-    priority: tuple = ()
+    priority: tuple = ()  # (tier, dataset, FMRec's default first, notebook, place in it)
     config_hash: str | None = None
 
     @property
@@ -103,97 +75,41 @@ class PlannedJob:
 
     def payload(self, ctx: Context, deadline: float | None, budget: int | None = None, device: str | None = None,
                 fit_by: float | None = None) -> dict:
-        """What :func:`execute_job` needs (JSON): ``deadline`` None for none (a cluster job has its
-        time limit), ``fit_by`` when the run must be able to finish (default: the deadline),
-        ``device`` where the job runs when not the context's (a cluster node's)."""
+        """What :func:`execute_job` needs, as JSON (a cluster job: no deadline, its node's device)."""
         return {"name": self.name, "spec": self.spec.to_json(), "sweeps": [s.to_json() for s in self.sweeps],
                 "size": ctx.size.name, "device": device or str(ctx.device), "output_dir": str(ctx.output_dir),
                 "read_roots": [str(r) for r in ctx.read_roots], "deadline": deadline, "fit_by": fit_by,
                 "epochs_budget": budget, "allow_cpu_training": ctx.allow_cpu_training, "speed": dict(ctx.speed)}
 
 
-# -- plan ------------------------------------------------------------------------------------
-
-def _changes(ctx: Context, spec: RunSpec) -> tuple[dict, dict]:
-    """What a run changes from its model's default at the context's size: (model config fields,
-    train config fields other than the seed)."""
-    base_mc, base_tc = ctx.configs(spec.model, spec.seed)
-    mc, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
-    norm = lambda v: json.loads(json.dumps(v, default=lambda o: getattr(o, "__dict__", str(o))))  # noqa: E731
-    default_mc = MODELS[spec.model][1]()
-    changed = {k: norm(v) for k, v in mc.items() if norm(v) != norm(base_mc.get(k, getattr(default_mc, k)))}
-    if "sampler" in changed:  # only the sampler fields that differ from the default sampler's
-        default = norm(base_mc.get("sampler", default_mc.sampler))
-        changed["sampler"] = {k: v for k, v in changed["sampler"].items() if default.get(k) != v}
-    return changed, {k: v for k, v in tc.items() if k != "seed" and v != base_tc.get(k, getattr(TrainConfig, k))}
-
-
-def strongest_baselines(ctx: Context) -> dict[str, str]:
-    """Per dataset, the main table's baseline with the best test NDCG@10 at the first seed, among
-    those whose tuning runs are all recorded (none: not known yet)."""
-    main = notebooks.defaults("01_main_results")
-    best: dict[str, tuple[float, str]] = {}
-    for dataset in main["datasets"]:
-        for model in (m for m in main["models"] if m not in ("pop", "fmrec")):
-            point = selected_point(ctx, dataset, model, main["grid"], seed=FIRST_SEED, profile=main["profile"])
-            if point is not None:
-                r = find(ctx, RunSpec(dataset, model, FIRST_SEED, {"profile": main["profile"], **point}))
-                best = {**best, dataset: max(best.get(dataset, (-math.inf, "")), (r.test["NDCG@10"], model))}
-    return {dataset: model for dataset, (_, model) in best.items()}
-
-
-def tier(ctx: Context, spec: RunSpec | TunedSpec, strongest: dict[str, str]) -> int:
-    """The tier of a run (module docstring); a tuned run not resolved yet waits in tier 4 (or 3
-    for FMRec), since which baseline is strongest is not known yet."""
-    if spec.dataset not in DATASET_ORDER[:2]:
-        return 3
-    if not MODELS[spec.model][0].trainable:  # popularity: seconds, any seed
-        return 1
-    if isinstance(spec, TunedSpec):
-        return 3 if spec.model == "fmrec" else 4
-    model_changes, train_changes = _changes(ctx, spec)
-    if spec.model != "fmrec" or not model_changes:  # the main table, FMRec's default
-        main_table = set(train_changes) <= {"lr"}
-        if spec.seed == FIRST_SEED:
-            return 1 if main_table else 3
-        return 3 if spec.model in ("fmrec", strongest.get(spec.dataset)) and main_table else 4
-    if spec.seed == FIRST_SEED:
-        return 2 if model_changes in TIER_2 and not train_changes else 3
-    return 3 if model_changes == NO_FLOW_INPUT and not train_changes else 4
-
-
 def plan(ctx: Context, max_tier: int | None = None) -> list[PlannedJob]:
     """Every job of every notebook at its committed configuration (datasets that cannot be loaded
-    here left out), one per run (its sweeps merged), in priority order; up to ``max_tier``."""
+    here left out), one per run, in priority order; tiers up to ``max_tier``."""
     merged: dict[str, PlannedJob] = {}
-    strongest = strongest_baselines(ctx)
+    strongest = tiers.strongest_baselines(ctx)
+    order = tiers.DATASET_ORDER
     for index, path in enumerate(notebooks.notebook_paths()):
         for sequence, need in enumerate(reports.needs(ctx, path.stem)):
-            if not reports.available(ctx, need.spec.dataset):
+            spec = need.spec
+            if not reports.available(ctx, spec.dataset):
                 continue
-            key = spec_hash(ctx, need.spec) if isinstance(need.spec, RunSpec) else need.spec.name
-            rank = DATASET_ORDER.index(need.spec.dataset) if need.spec.dataset in DATASET_ORDER else len(DATASET_ORDER)
-            lead = int(not (isinstance(need.spec, RunSpec) and need.spec.model == "fmrec"
-                            and _changes(ctx, need.spec) == ({}, {})))  # FMRec's default run first
-            job = PlannedJob(need.spec.name, need.spec, list(need.sweeps.values()), [path.stem],
-                             (tier(ctx, need.spec, strongest), rank, lead, index, sequence),
-                             key if isinstance(need.spec, RunSpec) else None)
-            if key in merged:
-                _merge_into(merged[key], job)
+            plain = isinstance(spec, RunSpec)
+            default = plain and spec.model == "fmrec" and not tiers.changes(ctx, spec)
+            job = PlannedJob(spec.name, spec, list(need.sweeps.values()), [path.stem],
+                             (tiers.tier(ctx, spec, strongest), order.index(spec.dataset) if spec.dataset in order
+                              else len(order), int(not default), index, sequence), spec_hash(ctx, spec) if plain else None)
+            key = job.config_hash or spec.name
+            if key in merged:  # the same run: its sweeps and notebooks, the higher priority, the simplest name
+                other = merged[key]
+                known = {json.dumps(s.to_json(), sort_keys=True) for s in other.sweeps}
+                other.sweeps += [s for s in job.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
+                other.notebooks = sorted({*other.notebooks, *job.notebooks})
+                if plain and len(spec.overrides) < len(other.spec.overrides):
+                    other.spec, other.name = spec, job.name
+                other.priority = min(other.priority, job.priority)
             else:
                 merged[key] = job
-    jobs = sorted(merged.values(), key=lambda j: j.priority)
-    return [j for j in jobs if max_tier is None or j.tier <= max_tier]
-
-
-def _merge_into(job: PlannedJob, other: PlannedJob) -> None:
-    """``job`` takes over ``other`` (the same run): its sweeps, notebooks and the higher priority."""
-    known = {json.dumps(s.to_json(), sort_keys=True) for s in job.sweeps}
-    job.sweeps += [s for s in other.sweeps if json.dumps(s.to_json(), sort_keys=True) not in known]
-    job.notebooks = sorted(set(job.notebooks) | set(other.notebooks))
-    if isinstance(other.spec, RunSpec) and len(other.spec.overrides) < len(job.spec.overrides):
-        job.spec, job.name = other.spec, other.name  # the same run, named most simply
-    job.priority = min(job.priority, other.priority)
+    return sorted((j for j in merged.values() if max_tier is None or j.tier <= max_tier), key=lambda j: j.priority)
 
 
 def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:
@@ -204,48 +120,33 @@ def _resolve_tuned(ctx: Context, job: PlannedJob) -> bool:
         if resolved is None:
             return False
         job.spec, job.name, job.config_hash = resolved, resolved.name, spec_hash(ctx, resolved)
-        job.priority = (tier(ctx, resolved, strongest_baselines(ctx)), *job.priority[1:])
+        job.priority = (tiers.tier(ctx, resolved, tiers.strongest_baselines(ctx)), *job.priority[1:])
     return True
 
-
-# -- log, speeds, estimates -------------------------------------------------------------------
 
 class CampaignLog:
     """Append-only JSON lines in ``results/<size>/campaign.log.jsonl``."""
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, event: str, **fields) -> dict:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, **fields}
+    def write(self, event: str, **fields) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with locked(self.path):
-            append_text(self.path, json.dumps(entry, default=str, sort_keys=True) + "\n")
-        log.info("campaign %s: %s", event, {k: v for k, v in fields.items()
-                                            if k in ("name", "reason", "s_per_epoch", "epochs_run", "stop_reason")})
-        return entry
+            append_text(self.path, json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, **fields},
+                                              default=str, sort_keys=True) + "\n")
+        log.info("campaign %s: %s", event, {k: fields[k] for k in ("name", "reason", "s_per_epoch") if k in fields})
 
     def entries(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] \
+            if self.path.exists() else []
 
 
 def speed_key(ctx: Context, spec: RunSpec) -> str:
     """What a measured speed applies to: dataset, model, device, torch and the speed settings."""
-    _, tc = ctx.configs(spec.model, spec.seed, **spec.overrides)
-    flags = ",".join(f"{k}={tc.get(k, getattr(TrainConfig, k))}" for k in (*TrainConfig.SPEED_FIELDS, "amp_bf16"))
+    tc = ctx.configs(spec.model, spec.seed, **spec.overrides)[1]
+    flags = ",".join(f"{k}={tc.get(k, getattr(TrainConfig, k))}" for k in SPEED_KEYS)
     return f"{spec.dataset}|{spec.model}|{ctx.device_label}|torch {torch.__version__}|{flags}"
-
-
-def _log_entries(ctx: Context) -> list[dict]:
-    return [entry for store in ctx.stores for entry in CampaignLog(store.results / LOG_NAME).entries()]
-
-
-def _known_speeds(entries: list[dict]) -> dict[str, float]:
-    """Steady seconds per epoch of finished runs by :func:`speed_key`."""
-    return {e["speed_key"]: float(e["s_per_epoch"]) for e in entries
-            if e.get("event") == "done" and e.get("s_per_epoch") and e.get("speed_key")}
 
 
 def _permanent_failures(ctx: Context, entries: list[dict]) -> set[str]:
@@ -268,20 +169,20 @@ def _max_epochs(ctx: Context, spec: RunSpec) -> int:
 def planned_epochs(ctx: Context, spec: RunSpec, mode: str = "max") -> int:
     """Epochs a run is budgeted for: its maximum (``max``), or (``expected``) the 90th percentile
     of the epochs recorded runs of its dataset and model took at this size, else (FMRec at paper
-    size) what the authors' runs took; never more than the maximum. A run that goes on longer
-    is stopped at the deadline with a running checkpoint, resumed by the next campaign."""
+    size) what the authors' runs took, never more than the maximum; a run that goes on longer is
+    stopped at the deadline and resumed by the next campaign."""
     most = _max_epochs(ctx, spec)
     if mode == "max" or most == 0:
         return most
     taken = []
     for store in ctx.stores:
-        rows = read_results(store.runs)
-        rows = rows[(rows["dataset"] == spec.dataset) & (rows["model"] == spec.model)].drop_duplicates("config_hash")
+        rows = read_results(store.runs).drop_duplicates("config_hash")
+        rows = rows[(rows["dataset"] == spec.dataset) & (rows["model"] == spec.model)]
         taken += [int(e) for e in rows["epochs_run"] if e == e and int(e) > 0]
     if taken:
-        return min(most, int(np.ceil(np.quantile(taken, EXPECTED_QUANTILE))))
+        return min(most, int(np.ceil(np.quantile(taken, 0.9))))
     prior = AUTHORS_FMREC_EPOCHS.get(spec.dataset) if ctx.size.name == "paper" and spec.model == "fmrec" else None
-    return min(most, prior) if prior else most
+    return min(most, prior or most)
 
 
 def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max") -> tuple[int, int]:
@@ -291,59 +192,61 @@ def epochs_budget(ctx: Context, job: PlannedJob, mode: str = "max") -> tuple[int
     done = checkpoints.saved_epoch(checkpoints.running_path(ctx.store.checkpoints, job.spec.model,
                                                             job.config_hash)) or 0
     if done >= total > 0:
-        every = ctx.configs(job.spec.model, job.spec.seed, **job.spec.overrides)[1].get("eval_every",
-                                                                                        TrainConfig.eval_every)
-        total = min(_max_epochs(ctx, job.spec), done + int(every))
+        tc = ctx.configs(job.spec.model, job.spec.seed, **job.spec.overrides)[1]
+        total = min(_max_epochs(ctx, job.spec), done + int(tc.get("eval_every", TrainConfig.eval_every)))
     return total, min(done, total)
 
 
-def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str) -> float | None:
+def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str,
+              seconds_per_epoch: float | None = None) -> float | None:
     """Seconds a job needs: none to train when its run is recorded and its model is here (only
-    sweeps left), else seconds per epoch x the budgeted epochs not trained yet; None when its
-    speed is unknown."""
+    sweeps left), else seconds per epoch (measured on this device, else ``seconds_per_epoch``) x
+    the budgeted epochs not trained yet; None when its speed is unknown."""
     recorded = find(ctx, job.spec)
     if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
         return 0.0
-    s = speeds.get(speed_key(ctx, job.spec))
-    if s is None:
-        return None
-    total, done = epochs_budget(ctx, job, mode)
-    return round(s * (total - done) * EVAL_OVERHEAD, 1)
-
-
-def _flags(values: dict) -> str:
-    return ",".join(f"{k}={values.get(k, getattr(TrainConfig, k))}" for k in (*TrainConfig.SPEED_FIELDS, "amp_bf16"))
+    s, (total, done) = speeds.get(speed_key(ctx, job.spec), seconds_per_epoch), epochs_budget(ctx, job, mode)
+    return None if s is None else round(s * (total - done) * EVAL_OVERHEAD, 1)
 
 
 def price(ctx: Context, job: PlannedJob, lines: list[dict]) -> tuple[float | None, str]:
-    """(seconds per epoch, where from) of a job's run on the device of the ``bench`` lines
-    (``results/<size>/benchmarks/*.jsonl``), for pricing tiers from another machine: its
+    """(seconds per epoch, where from) of a job's run on the device of ``bench`` lines: its
     dataset's line with the campaign's speed settings, else its fp32 line (slower), else
     ML-100k's line scaled by the two datasets' training samples per epoch."""
-    flags = _flags(ctx.configs(job.spec.model, job.spec.seed, **job.spec.overrides)[1])
-
-    def best(dataset: str, wanted: str) -> dict | None:
-        found = [r for r in lines if (r["dataset"], r["model"], _flags(r["flags"])) == (dataset, job.spec.model, wanted)]
-        return min(found, key=lambda r: r["s_per_epoch"], default=None)
-
-    for wanted, note in ((flags, "bench"), (_flags({}), "bench, fp32 line")):
-        if (line := best(job.spec.dataset, wanted)) is not None:
-            return float(line["s_per_epoch"]), f"{note} ({line['device']})"
-        if (line := best("ml-100k", wanted)) is not None and reports.available(ctx, job.spec.dataset):
-            ds, mc, _ = resolve(ctx, job.spec)
-            ratio = len(ds.training_samples(mc.max_len)[1]) / line["train_samples_per_epoch"]
-            return float(line["s_per_epoch"]) * ratio, f"{note}, ml-100k x {ratio:.2f} samples ({line['device']})"
+    tc = ctx.configs(job.spec.model, job.spec.seed, **job.spec.overrides)[1]
+    for flags, note in ((tc, "bench"), ({}, "bench, fp32 line")):
+        for dataset in (job.spec.dataset, "ml-100k"):
+            found = [r for r in lines if r["dataset"] == dataset and r["model"] == job.spec.model
+                     and all(r["flags"].get(k, getattr(TrainConfig, k)) == flags.get(k, getattr(TrainConfig, k))
+                             for k in SPEED_KEYS)]
+            if not found:
+                continue
+            line, ratio = min(found, key=lambda r: r["s_per_epoch"]), 1.0
+            if dataset != job.spec.dataset:
+                ds, mc, _ = resolve(ctx, job.spec)
+                ratio = len(ds.training_samples(mc.max_len)[1]) / line["train_samples_per_epoch"]
+                note += f", ml-100k x {ratio:.2f} samples"
+            return line["s_per_epoch"] * ratio, f"{note} ({line['device']})"
     return None, "not priced"
 
 
-# -- one job -----------------------------------------------------------------------------------
-
-def _job_context(payload: dict) -> Context:
-    ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
-                         read_roots=tuple(payload["read_roots"]))
-    ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
-    ctx.allow_cpu_training, ctx.speed = payload["allow_cpu_training"], dict(payload["speed"])
-    return ctx
+def _dry_run(ctx: Context, pending: list[PlannedJob], speeds: dict, mode: str, bench: list[str] | None) -> dict:
+    """The plan, each job's estimate (this device's measured speed, else the bench lines', by
+    default ``results/<size>/benchmarks/*.jsonl``) and the device minutes each tier needs."""
+    paths = bench if bench is not None else sorted(glob.glob(str(ctx.results_dir / "benchmarks" / "*.jsonl")))
+    lines = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if '"s_per_epoch"' in line]
+    rows = []
+    for j in pending:
+        seconds, source = (None, "tuned") if not j.config_hash else \
+            (None, "this device's log") if speed_key(ctx, j.spec) in speeds else price(ctx, j, lines)
+        rows.append({"name": j.name, "tier": j.tier, "notebooks": j.notebooks, "sweeps": len(j.sweeps),
+                     "estimate_s": _estimate(ctx, j, speeds, mode, seconds) if j.config_hash else None,
+                     "speed_from": source})
+    per_tier = {t: {"jobs": sum(r["tier"] == t for r in rows),
+                    "not_priced": sum(r["tier"] == t and r["estimate_s"] is None for r in rows),
+                    "device_minutes": round(sum(r["estimate_s"] or 0 for r in rows if r["tier"] == t) / 60, 1)}
+                for t in sorted({r["tier"] for r in rows})}
+    return {"size": ctx.size.name, "epochs_estimate": mode, "tiers": per_tier, "plan": rows}
 
 
 def _fit_check(ctx: Context, spec: RunSpec, budget: int, fit_by: float | None):
@@ -365,13 +268,16 @@ def execute_job(payload: dict) -> dict:
     """Run one job (inline, or as a cluster job): train or reuse the run, then its sweeps (a model
     recorded earlier and lost since is retrained here). Never raises: returns the outcome."""
     t0 = time.time()
-    ctx = _job_context(payload)
+    ctx = Context.create(payload["size"], payload["device"], payload["output_dir"], progress=False,
+                         read_roots=tuple(payload["read_roots"]))
+    ctx.deadline = payload["deadline"] - SAFETY_S / 2 if payload["deadline"] is not None else None
+    ctx.allow_cpu_training, ctx.speed = payload["allow_cpu_training"], dict(payload["speed"])
     spec = RunSpec.from_json(payload["spec"])
     out = {"name": payload["name"], "dataset": spec.dataset, "model": spec.model, "device": ctx.device_label,
            "speed_key": speed_key(ctx, spec)}
     try:
-        fit_by = payload["fit_by"] or ctx.deadline
-        ctx.epoch_hook = _fit_check(ctx, spec, payload["epochs_budget"] or _max_epochs(ctx, spec), fit_by)
+        ctx.epoch_hook = _fit_check(ctx, spec, payload["epochs_budget"] or _max_epochs(ctx, spec),
+                                    payload["fit_by"] or ctx.deadline)
         r = run(ctx, spec)
         out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
                    best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1),
@@ -384,7 +290,7 @@ def execute_job(payload: dict) -> dict:
                 run_sweep(ctx, r, sw)
         out.update(status="done", sweeps=len(payload["sweeps"]))
     except DoesNotFit as e:  # its first steady epoch's speed keeps the next runs of its kind from trying
-        out.update(status="does not fit", reason=str(e), s_per_epoch=round(e.seconds_per_epoch, 4))
+        out.update(status="does not fit", reason=e.args[0], s_per_epoch=round(e.args[1], 4))
     except DeadlineReached as e:
         out.update(status="deadline", reason=str(e))
     except (NonFiniteLossError, FloatingPointError) as e:  # the same settings fail the same way: not retried
@@ -395,21 +301,18 @@ def execute_job(payload: dict) -> dict:
     return out
 
 
-# -- the campaign ------------------------------------------------------------------------------
-
 def _measure_sampling_cost(ctx: Context, clog: CampaignLog, t_end: float) -> None:
     """Notebook 07's latency table, timed first while the device is otherwise idle (random
     weights: the cost does not depend on them), unless a store has it already."""
     params = notebooks.defaults("07_does_the_flow_matter")
     entries = reports.cost_entries(params["steps"])
     for dataset in params["datasets"]:
-        if not reports.available(ctx, dataset) or t_end - time.time() < MIN_LEFT_FOR_LATENCY_S:
-            continue
-        t0 = time.time()
-        cached_rows([s.cache("sampling_cost") for s in ctx.stores],
-                    reports.sampling_cost_key(ctx, dataset, entries, reports.COST_USERS),
-                    lambda: reports.sampling_cost(ctx, dataset, entries, users=reports.COST_USERS))
-        clog.write("sampling cost", dataset=dataset, device=ctx.device_label, wall_s=round(time.time() - t0, 1))
+        if reports.available(ctx, dataset) and t_end - time.time() >= MIN_LEFT_FOR_LATENCY_S:
+            t0 = time.time()
+            cached_rows([s.cache("sampling_cost") for s in ctx.stores],
+                        reports.sampling_cost_key(ctx, dataset, entries, reports.COST_USERS),
+                        lambda: reports.sampling_cost(ctx, dataset, entries, users=reports.COST_USERS))
+            clog.write("sampling cost", dataset=dataset, device=ctx.device_label, wall_s=round(time.time() - t0, 1))
 
 
 def _is_done(ctx: Context, job: PlannedJob) -> bool:
@@ -426,17 +329,12 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                  allow_cpu_training: bool = False, epochs_estimate: str = "max", retry_failed: bool = False,
                  speed: dict | None = None, fit_within_s: float | None = None, bench: list[str] | None = None) -> dict:
     """Run the campaign up to ``tier`` (None: all) until ``deadline_s`` seconds from now; returns a
-    summary. ``speed``: speed-only settings for every run (``tf32``, ``fused_adam``, ``compile``,
-    ``compile_mode``), recorded in each result's ``runtime``, never part of a run's identity.
-    ``epochs_estimate``: ``max`` budgets each run for its maximum epochs, ``expected`` for what
-    such runs took (:func:`planned_epochs`). ``fit_within_s`` (>= the deadline): start runs that
-    can finish within this time, though training stops at the deadline (the next campaign on the
-    same output root resumes them). ``dry_run``: the plan, each job's estimate (from this device's
-    log, else the ``bench`` lines) and the device time per tier; nothing runs.
-
-    On a cluster executor (:data:`CLUSTER_EXECUTORS`) every startable job is submitted at once;
-    each has its own time limit (``deadline_s`` may be None) and is retried
-    ``executor_options["max_retries"]`` times (default 2) after a failure that may not repeat."""
+    summary. ``speed``: speed-only settings for every run (``tf32``, ``compile``, ...), recorded
+    in each result, never part of a run's identity. ``epochs_estimate``: :func:`planned_epochs`.
+    ``fit_within_s`` (>= the deadline): start runs that can finish within this time, though training
+    stops at the deadline. ``dry_run``: :func:`_dry_run`, nothing runs. On a cluster executor every
+    startable job is submitted at once; each has its own time limit (``deadline_s`` may be None) and
+    is retried ``executor_options["max_retries"]`` times (default 2) after a failure that may not repeat."""
     cluster = executor in CLUSTER_EXECUTORS
     if executor != "local" and not cluster:
         raise ValueError(f"unknown executor {executor!r}; known: local, {', '.join(CLUSTER_EXECUTORS)}")
@@ -457,28 +355,29 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
     pending = plan(ctx, tier)
     for job in pending:
         _resolve_tuned(ctx, job)
-    done_before = [j for j in pending if isinstance(j.spec, RunSpec) and _is_done(ctx, j)]
-    pending = [j for j in pending if j not in done_before]
-    entries = _log_entries(ctx)
+    done_before = [j for j in pending if j.config_hash and _is_done(ctx, j)]
+    entries = [e for store in ctx.stores for e in CampaignLog(store.results / LOG_NAME).entries()]
     failed = set() if retry_failed else _permanent_failures(ctx, entries)
-    skipped_failed = [j.name for j in pending if j.config_hash in failed]
-    pending = [j for j in pending if j.config_hash not in failed]
-    speeds = _known_speeds(entries)
+    skipped = [j.name for j in pending if j.config_hash in failed]
+    pending = [j for j in pending if j not in done_before and j.config_hash not in failed]
+    speeds = {e["speed_key"]: float(e["s_per_epoch"]) for e in entries
+              if e.get("event") == "done" and e.get("s_per_epoch") and e.get("speed_key")}
     if dry_run:
-        return _dry_run(ctx, pending, speeds, epochs_estimate, bench, len(done_before))
+        return {**_dry_run(ctx, pending, speeds, epochs_estimate, bench), "already_done": len(done_before)}
     clog = CampaignLog(ctx.results_dir / LOG_NAME)
     clog.write("campaign start", size=ctx.size.name, device=ctx.device_label, deadline_s=deadline_s, tier=tier,
                pending=len(pending), already_done=len(done_before), epochs_estimate=epochs_estimate,
-               skipped_after_permanent_failure=skipped_failed, executor=executor, speed=ctx.speed)
+               skipped_after_permanent_failure=skipped, executor=executor, speed=ctx.speed)
     if not cluster:
         _measure_sampling_cost(ctx, clog, t_end)
-    pool = _executor(executor, ctx, options)
+    if cluster:
+        from .cluster import submitit_executor  # submitit is optional (pip install 'fmrec-lib[cluster]')
+    pool = submitit_executor(executor, ctx, **options) if cluster else _Inline()
     outcomes, attempts, in_flight = [], {}, {}
     try:
         while True:
             startable = _startable(ctx, pending, in_flight.values(), speeds, t_end, t_fit, epochs_estimate)
-            if not cluster:
-                startable = startable[:1]  # one job at a time on the device
+            startable = startable if cluster else startable[:1]  # one job at a time on the device
             if cluster and startable:
                 clog.write("array", jobs=[j.name for j in startable])
             payloads = []
@@ -486,7 +385,7 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
                 pending.remove(job)
                 budget = epochs_budget(ctx, job, epochs_estimate)[0]
                 clog.write("start", name=job.name, tier=job.tier, config_hash=job.config_hash, epochs_budget=budget,
-                           estimate_s=_estimate(ctx, job, speeds, epochs_estimate), time_left_s=_seconds_left(t_end))
+                           estimate_s=_estimate(ctx, job, speeds, epochs_estimate), time_left_s=_left(t_end))
                 payloads.append(job.payload(ctx, None if cluster else t_end, budget, device if cluster else None,
                                             None if cluster else t_fit))
             in_flight.update(zip(pool.submit_all(execute_job, payloads), startable) if payloads else ())
@@ -507,41 +406,17 @@ def run_campaign(size: str = "paper", device: str = "auto", deadline_s: float | 
         pool.cancel(list(in_flight))
         raise
     clog.write("campaign end", finished=sum(o["status"] == "done" for o in outcomes), not_started=len(pending),
-               time_left_s=_seconds_left(t_end))
+               time_left_s=_left(t_end))
     if archive:
         write_archive(ctx, archive)
     return {"size": ctx.size.name, "device": ctx.device_label, "tier": tier, "already_done": len(done_before),
-            "outcomes": outcomes, "not_started": [j.name for j in pending],
-            "skipped_after_permanent_failure": skipped_failed, "still_running": [j.name for j in in_flight.values()],
-            "results": str(ctx.results_dir), "archive": str(archive) if archive else None,
-            "retries": sum(attempts.values())}
+            "outcomes": outcomes, "not_started": [j.name for j in pending], "skipped_after_permanent_failure": skipped,
+            "still_running": [j.name for j in in_flight.values()], "results": str(ctx.results_dir),
+            "archive": str(archive) if archive else None, "retries": sum(attempts.values())}
 
 
-def _dry_run(ctx: Context, pending: list[PlannedJob], speeds: dict, mode: str, bench: list[str] | None,
-             done: int) -> dict:
-    """The plan with each job's estimate (this device's measured speed, else the bench lines') and
-    the device minutes each tier needs (a job that cannot be priced is counted, not priced)."""
-    paths = bench if bench is not None else sorted(glob.glob(str(ctx.results_dir / "benchmarks" / "*.jsonl")))
-    lines = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
-             if '"s_per_epoch"' in line]
-    rows = []
-    for j in pending:
-        row = {"name": j.name, "tier": j.tier, "notebooks": j.notebooks, "sweeps": len(j.sweeps), "estimate_s": None,
-               "speed_from": "not priced (tuned on the first seed's runs)"}
-        if isinstance(j.spec, RunSpec):
-            estimate = _estimate(ctx, j, speeds, mode)
-            row.update(estimate_s=estimate, speed_from="this device's log")
-            if estimate is None:
-                seconds, row["speed_from"] = price(ctx, j, lines)
-                total, done_epochs = epochs_budget(ctx, j, mode)
-                row["estimate_s"] = None if seconds is None else round(seconds * (total - done_epochs) * EVAL_OVERHEAD, 1)
-        rows.append(row)
-    tiers = {t: {"jobs": sum(r["tier"] == t for r in rows),
-                 "not_priced": sum(r["tier"] == t and r["estimate_s"] is None for r in rows),
-                 "device_minutes": round(sum(r["estimate_s"] or 0 for r in rows if r["tier"] == t) / 60, 1)}
-             for t in sorted({r["tier"] for r in rows})}
-    return {"size": ctx.size.name, "device": ctx.device_label, "already_done": done, "epochs_estimate": mode,
-            "tiers": tiers, "plan": rows}
+def _left(t_end: float) -> int | None:
+    return None if math.isinf(t_end) else round(t_end - time.time())
 
 
 def _startable(ctx: Context, pending: list[PlannedJob], running, speeds: dict[str, float], t_end: float,
@@ -550,30 +425,27 @@ def _startable(ctx: Context, pending: list[PlannedJob], running, speeds: dict[st
     meanwhile, and whose estimate fits the time left (nothing starts once the deadline is near)."""
     if t_end - time.time() - SAFETY_S <= 0:
         return []
-    left = t_fit - time.time() - SAFETY_S
-    running_hashes = {j.config_hash for j in running}
-    out = []
+    left, taken, out = t_fit - time.time() - SAFETY_S, {j.config_hash for j in running}, []
     for job in list(pending):
-        if not _resolve_tuned(ctx, job) or job.config_hash in running_hashes | {j.config_hash for j in out}:
+        if not _resolve_tuned(ctx, job) or job.config_hash in taken:
             continue
         if _is_done(ctx, job):
             pending.remove(job)
-            continue
-        estimate = _estimate(ctx, job, speeds, mode)
-        if estimate is None or estimate <= left:
+        elif (estimate := _estimate(ctx, job, speeds, mode)) is None or estimate <= left:
             out.append(job)
+            taken.add(job.config_hash)
     pending.sort(key=lambda j: j.priority)  # a resolved job may have changed tier
     return sorted(out, key=lambda j: j.priority)
 
 
 def _handle_outcome(clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes: list[dict], speeds: dict[str, float],
                     attempts: dict[str, int], max_retries: int, pending: list[PlannedJob], speed: dict) -> None:
-    """Log one finished job, learn its speed, and queue a retry when it failed in a way that may not
-    repeat and retries are left."""
+    """Log one finished job, learn its speed (also a first steady epoch that did not fit), and
+    queue a retry when it failed in a way that may not repeat and retries are left."""
     outcome.setdefault("config_hash", job.config_hash)
     outcome.setdefault("speed", speed)
     outcomes.append(outcome)
-    if outcome.get("s_per_epoch") and outcome.get("speed_key"):  # also a first steady epoch that did not fit
+    if outcome.get("s_per_epoch") and outcome.get("speed_key"):
         speeds[outcome["speed_key"]] = outcome["s_per_epoch"]
     clog.write(outcome["status"], **{k: v for k, v in outcome.items() if k != "status"})
     if outcome["status"] == "failed" and not outcome.get("permanent") and attempts.get(job.name, 0) < max_retries:
@@ -586,15 +458,15 @@ def _handle_outcome(clog: CampaignLog, job: PlannedJob, outcome: dict, outcomes:
         log.error("%s failed: %s", job.name, outcome.get("reason"))
 
 
-def _seconds_left(t_end: float) -> int | None:
-    return None if math.isinf(t_end) else round(t_end - time.time())
-
-
 class _Inline:
-    """The local executor: runs each job in this process when it is submitted."""
+    """The local executor: each job runs in this process when it is submitted; its handle is a
+    finished future."""
 
-    def submit_all(self, fn, payloads: list[dict]) -> list:
-        return [_Done(fn(payload)) for payload in payloads]
+    def submit_all(self, fn, payloads: list[dict]) -> list[Future]:
+        handles = [Future() for _ in payloads]
+        for handle, payload in zip(handles, payloads):
+            handle.set_result(fn(payload))
+        return handles
 
     def wait_any(self, handles: list, t_end: float) -> list:
         return handles
@@ -603,24 +475,6 @@ class _Inline:
         pass
 
 
-@dataclass(eq=False)
-class _Done:
-    value: Any
-
-    def result(self) -> Any:
-        return self.value
-
-
-def _executor(kind: str, ctx: Context, options: dict):
-    if kind == "local":
-        return _Inline()
-    from .cluster import submitit_executor  # optional dependency: submitit
-
-    return submitit_executor(kind, ctx, **options)
-
-
-# -- archive and merge -------------------------------------------------------------------------
-
 def write_archive(ctx: Context, path: str | Path) -> Path:
     """Pack ``results/<size>/`` (runs, per-user files, caches, tables, the log) into ``path``;
     each file is read under its lock, so no half-written append is packed."""
@@ -628,9 +482,7 @@ def write_archive(ctx: Context, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        for file in sorted(p for p in ctx.results_dir.rglob("*") if p.is_file()):
-            if file.name.endswith((".lock", ".tmp")):
-                continue
+        for file in sorted(p for p in ctx.results_dir.rglob("*") if p.is_file() and not p.name.endswith((".lock", ".tmp"))):
             with locked(file, shared=True):
                 tar.add(file, arcname=f"results/{ctx.size.name}/{file.relative_to(ctx.results_dir)}")
     tmp.replace(path)

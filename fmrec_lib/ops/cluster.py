@@ -1,26 +1,12 @@
-"""The campaign on a cluster, through submitit (``campaign --executor slurm``).
+"""The campaign on a cluster through submitit (``campaign --executor slurm``, docs/campaign.md).
 
-Each campaign job (one training run and the sweeps that need its model,
-:func:`fmrec_lib.ops.campaign.execute_job`) becomes a submitit job on one GPU; the campaign
-submits every job it can start as one SLURM job array (SLURM's ``--array`` with
-``%array_parallelism``), waits by polling the jobs' ``done()``, and submits the later seeds of
-tuned models (resolved once their tuning runs are recorded) and its retries in later arrays.
-
-* Jobs write to the campaign's output root, which must be on a disk that every node shares:
-  ``results/<size>/`` and ``checkpoints/<size>/`` there are the same as in a local campaign,
-  and ``record_run`` refuses, under a file lock, to record a configuration twice.
-* A timeout or a preemption requeues the job (:class:`CampaignJob` is a submitit
-  ``Checkpointable``): the requeued job finds its run recorded, or resumes it from the running
-  checkpoint on the shared disk, and finds its finished sweeps in their caches.
-* There is no window deadline: each job is bounded by ``time_limit_min`` (and requeued after
-  it, up to submitit's ``max_num_timeout`` times).
-* Jobs import ``fmrec_lib`` from the checkout that submitted them (its folder goes first on
-  their ``PYTHONPATH``), so that checkout must be on the shared disk too.
-
-``debug`` runs every job in this process and ``local-submitit`` each in a subprocess of this
-machine, through the same code path: that is how CI tests it without a cluster.
-
-submitit is an optional dependency (``pip install 'fmrec-lib[cluster]'``), imported only here.
+Each campaign job (:func:`fmrec_lib.ops.campaign.execute_job`) is a submitit job on one GPU;
+every job that can start goes into one SLURM job array. Jobs write to the campaign's output root,
+on a disk every node shares (``record_run`` refuses, under a file lock, to record a run twice),
+and import ``fmrec_lib`` from the checkout that submitted them. A timeout or a preemption
+requeues a job (:class:`CampaignJob` is ``Checkpointable``), which then resumes from its running
+checkpoint. ``debug`` (in this process) and ``local-submitit`` (subprocesses) run the same code
+path without a cluster: that is how CI tests it. submitit is optional: ``pip install 'fmrec-lib[cluster]'``.
 """
 from __future__ import annotations
 
@@ -44,11 +30,9 @@ TIME_LIMIT_MIN = 240
 
 
 class CampaignJob(Checkpointable):
-    """One campaign job as a submitit callable: ``fn(payload)``.
-
-    On a timeout or a preemption submitit calls :meth:`checkpoint` and requeues what it
-    returns: the same job, which then resumes from what the shared disk holds (its recorded
-    run or its running checkpoint, its cached sweeps)."""
+    """One campaign job as a submitit callable ``fn(payload)``; on a timeout or a preemption
+    submitit requeues what :meth:`checkpoint` returns: the same job, which resumes from what the
+    shared disk holds (its recorded run or running checkpoint, its cached sweeps)."""
 
     def __init__(self, fn: Callable[[dict], dict], payload: dict):
         self.fn, self.payload = fn, payload
@@ -71,16 +55,14 @@ class SubmititPool:
         return self.executor.submit_array([CampaignJob(fn, p) for p in payloads])
 
     def wait_any(self, handles: list, t_end: float) -> list:
-        """The finished ones among ``handles`` once there is one, or at ``t_end`` (then maybe
-        none); submitit's debug jobs run when asked whether they are done."""
+        """The finished handles once there is one, or at ``t_end`` (debug jobs run when asked)."""
         while True:
             finished = [h for h in handles if h.done()]
             if finished or time.time() >= t_end:
                 return finished
             time.sleep(self.poll_s)
 
-    def cancel(self, jobs: list) -> None:
-        """Cancel jobs still in flight (the campaign was interrupted)."""
+    def cancel(self, jobs: list) -> None:  # the campaign was interrupted
         for job in jobs:
             job.cancel(check=False)
 
@@ -102,19 +84,16 @@ def executor_parameters(kind: str, *, partition: str | None = None, gpus_per_job
     return {k: v for k, v in params.items() if v is not None}
 
 
-def submitit_executor(kind: str, ctx: Context, *, partition: str | None = None, gpus_per_job: int | None = None,
-                      time_limit_min: int | None = None, array_parallelism: int | None = None,
-                      slurm_folder: str | Path | None = None, cpus_per_job: int | None = None,
-                      mem_gb: float | None = None, max_num_timeout: int = 3) -> SubmititPool:
-    """A :class:`SubmititPool` for ``kind`` (``slurm``, ``debug`` or ``local-submitit``); its
-    logs and pickles go to ``slurm_folder`` (default ``<output root>/submitit/<size>``)."""
+def submitit_executor(kind: str, ctx: Context, *, slurm_folder: str | Path | None = None, max_num_timeout: int = 3,
+                      **params) -> SubmititPool:
+    """A :class:`SubmititPool` for ``kind`` (``slurm``, ``debug`` or ``local-submitit``) with
+    :func:`executor_parameters` ``params``; its logs and pickles go to ``slurm_folder`` (default
+    ``<output root>/submitit/<size>``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown cluster executor {kind!r}; known: {', '.join(KINDS)}")
     cluster = KINDS[kind]
     folder = Path(slurm_folder) if slurm_folder else ctx.output_dir / "submitit" / ctx.size.name
     requeues = {f"{cluster}_max_num_timeout": max_num_timeout} if cluster != "debug" else {}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **requeues)
-    executor.update_parameters(**executor_parameters(kind, partition=partition, gpus_per_job=gpus_per_job,
-                                                     time_limit_min=time_limit_min, array_parallelism=array_parallelism,
-                                                     cpus_per_job=cpus_per_job, mem_gb=mem_gb))
+    executor.update_parameters(**executor_parameters(kind, **params))
     return SubmititPool(executor, POLL_S[cluster])

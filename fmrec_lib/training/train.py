@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
+from tqdm.auto import tqdm
 
-from . import checkpoints, distributed
+from . import checkpoints
 from ..config import check_settings, config_hash, from_dict
 from ..data import SequentialDataset
 from ..evaluation.metrics import EvalProtocol, beyond_accuracy, evaluate
@@ -34,7 +35,6 @@ from ..flow.solvers import SamplerConfig
 from ..models import MODELS, build_model, model_config_class
 from ..models.base import Recommender
 from ..utils import configure_precision, device_name, resolve_device, runtime_info, seed_everything
-from .distributed import DistEnv
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +178,10 @@ class LossTracker:
         self.finite_batches += torch.isfinite(self.sums)
         self.n_batches += 1
 
-    def read(self, combine: Callable[[torch.Tensor], torch.Tensor] | None = None
-             ) -> tuple[dict[str, float], dict[str, int | None]]:
+    def read(self) -> tuple[dict[str, float], dict[str, int | None]]:
         """Epoch means per term, and per term the first batch (0-based) where it was not finite
-        (None while finite). The epoch's one host sync. ``combine`` maps the (2, T) buffer
-        (sums, finite counts) to the combined one of all ranks
-        (:func:`fmrec_lib.distributed.combine_loss_terms`, one collective)."""
+        (None while finite). The epoch's one host sync."""
         packed = torch.cat([self.sums, self.finite_batches.to(self.sums.dtype)])
-        if combine is not None:
-            packed = combine(packed.view(2, -1))
         sums, finite = packed.cpu().view(2, -1).tolist()
         means = {k: v / self.n_batches for k, v in zip(self.names, sums)}
         first_bad = {k: (None if math.isfinite(v) else int(f)) for k, v, f in zip(self.names, sums, finite)}
@@ -214,14 +209,7 @@ def run_identity(dataset: SequentialDataset, model: str, model_config, train_con
     model_speed = getattr(model_config, "SPEED_FIELDS", ())  # e.g. FMRec's rec_loss: the same function, faster
     mc = {k: v for k, v in asdict(model_config).items() if k not in model_speed}
     return {"data": dataset.fingerprint(), "model": model, "model_version": MODELS[model][0].version,
-            "model_config": _without_neutral(mc, type(model_config)), "train": _without_neutral(train, TrainConfig)}
-
-
-def _without_neutral(values: dict, cls) -> dict:
-    """Drop fields added after runs were recorded while they hold the value that reproduces the
-    old behaviour (``cls.HASH_NEUTRAL``: name -> value), so adding a field keeps old hashes."""
-    neutral = getattr(cls, "HASH_NEUTRAL", {})
-    return {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
+            "model_config": mc, "train": train}
 
 
 def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_config: TrainConfig) -> str:
@@ -232,25 +220,17 @@ def run_config_hash(dataset: SequentialDataset, model: str, model_config, train_
 def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *, seed: int = 0,
                    batch_size: int = 1024, protocol: EvalProtocol | None = None, progress: bool = False,
                    sampler: SamplerConfig | None = None, keep_ranks: bool = False, lists_k: int | None = None,
-                   inputs: tuple[torch.Tensor, torch.Tensor] | None = None, group: DistEnv | None = None):
+                   inputs: tuple[torch.Tensor, torch.Tensor] | None = None):
     """Full-ranking metrics of a model on ``split``; evaluation noise from a generator seeded
     with ``seed`` on the model's device, so the same model and seed give the same numbers.
     ``sampler`` overrides FMRec's configured sampler. With ``keep_ranks``/``lists_k`` the
     accumulator is returned (metrics, per-user ranks, top-k lists). ``inputs`` may pass the
-    split's (histories, targets) already on the device.
-
-    With ``group`` (data-parallel training) each rank scores its contiguous share of the users
-    and every rank gets the metrics, ranks and lists of all users in user order. Each rank's
-    generator starts from ``seed``, so a model that draws evaluation noise (FMRec, DiffuRec)
-    gets other noise per user than in one process; deterministic ones get the same numbers."""
+    split's (histories, targets) already on the device."""
     device = model_device(model)
     protocol = protocol or EvalProtocol.for_profile(model.config.profile)
     if inputs is None:
         inputs = dataset.eval_inputs(split, model.config.max_len)
         model.check_inputs(inputs[0])
-    n_users = len(inputs[1])
-    if group is not None:
-        inputs = (distributed.shard(inputs[0], group), distributed.shard(inputs[1], group))
     generator = torch.Generator(device=device).manual_seed(seed)
     if sampler is None:
         score = lambda h: model.score(h, generator)  # noqa: E731
@@ -260,14 +240,10 @@ def evaluate_model(model: Recommender, dataset: SequentialDataset, split: str, *
     model.eval()
     try:
         with torch.no_grad():
-            out = evaluate(score, inputs[0], inputs[1], protocol, batch_size=batch_size, device=device,
-                           progress=progress, keep_ranks=keep_ranks, lists_k=lists_k, accumulator=group is not None)
+            return evaluate(score, inputs[0], inputs[1], protocol, batch_size=batch_size, device=device,
+                            progress=progress, keep_ranks=keep_ranks, lists_k=lists_k)
     finally:
         model.train(was_training)
-    if group is None:
-        return out
-    acc = distributed.combine_accumulator(out, n_users, group)
-    return acc if keep_ranks or lists_k else acc.result()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -357,17 +333,15 @@ class _Selection:
 def finish_run(net: Recommender, dataset: SequentialDataset, model: str, mc, tc: TrainConfig, run_hash: str,
                protocol: EvalProtocol, device: torch.device, *, history: list[dict], val: dict[str, float],
                best_epoch: int, epochs_run: int, stop_reason: str, epoch_seconds=(), t_start: float,
-               progress: bool, group: DistEnv | None = None) -> RunResult:
+               progress: bool) -> RunResult:
     """Test the selected model ``net``; the run's wall time runs from ``t_start``
     (``time.perf_counter()``) to the end of the test."""
     test_acc = evaluate_model(net, dataset, "test", seed=tc.eval_seed, batch_size=tc.eval_batch_size,
                               protocol=protocol, keep_ranks=True, lists_k=LISTS_K,
                               inputs=_device_inputs(net, dataset, "test", device),
-                              progress=progress and (group is None or group.is_main), group=group)
+                              progress=progress)
     test = {**test_acc.result(), **beyond_accuracy(test_acc.lists(), dataset.item_counts())}
     runtime = runtime_info(device, compiled=tc.compile, compile_mode=tc.compile_mode, amp_bf16=tc.amp_bf16)
-    if group is not None:
-        runtime["world_size"] = group.world_size
     return RunResult(dataset=dataset.name, model=model, profile=mc.profile, model_config=asdict(mc),
                      train_config=asdict(tc), config_hash=run_hash, val=val, test=test, best_epoch=best_epoch,
                      epochs_run=epochs_run, wall_time_s=time.perf_counter() - t_start, device=device_name(device),
@@ -396,43 +370,35 @@ def fit(
     and the selected model is kept there (the caller records the result and then removes the
     running checkpoint: :func:`fmrec_lib.experiments.runs.run`). ``deadline`` (a ``time.time()`` value) stops the
     run with :class:`DeadlineReached` when the next epoch would end after it.
-
-    Inside a process group of several ranks (``torchrun``, :mod:`fmrec_lib.distributed`) the
-    run is trained data-parallel: every rank calls ``fit`` with the same arguments; rank 0
-    alone writes checkpoints.
     """
     t_start = time.perf_counter()
     mc, tc = resolve_configs(model, model_config, train_config)
-    group = distributed.current()
     device = resolve_device(device)
     configure_precision(tf32=tc.tf32)
     run_hash = run_config_hash(dataset, model, mc, tc)
     seed_everything(tc.seed)
     net = build_model(model, dataset, mc).to(device)
-    if group is not None:
-        distributed.seed_rank(tc.seed, group)
-    writes = group is None or group.is_main
     protocol = EvalProtocol.for_profile(mc.profile)
     val_inputs = _device_inputs(net, dataset, "val", device)
 
     def finish(history, val, best_epoch, epochs_run, stop_reason, epoch_seconds=()):
         return finish_run(net, dataset, model, mc, tc, run_hash, protocol, device, history=history, val=val,
                           best_epoch=best_epoch, epochs_run=epochs_run, stop_reason=stop_reason,
-                          epoch_seconds=epoch_seconds, t_start=t_start, progress=progress, group=group)
+                          epoch_seconds=epoch_seconds, t_start=t_start, progress=progress)
 
     if not net.trainable:
         val = evaluate_model(net, dataset, "val", seed=tc.eval_seed, batch_size=tc.eval_batch_size, protocol=protocol,
-                             inputs=val_inputs, group=group)
+                             inputs=val_inputs)
         return finish([], val, 0, 0, "not trained")
 
-    trainer = _Trainer(net, dataset, mc, tc, device, run_hash, model, protocol, val_inputs, progress and writes, group)
+    trainer = _Trainer(net, dataset, mc, tc, device, run_hash, model, protocol, val_inputs, progress)
     ckpt_path = checkpoints.running_path(checkpoint_dir, model, run_hash) if checkpoint_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         t_start -= trainer.resume(ckpt_path)  # wall time counts the interrupted part too
     stop_reason = trainer.train(ckpt_path, on_epoch_end, deadline, t_start)
     selected = trainer.selection.weights
     net.load_state_dict(selected, strict=False)  # training-only parts are not needed any more
-    if checkpoint_dir is not None and writes:
+    if checkpoint_dir is not None:
         checkpoints.save({"kind": "selected", "model": selected, "model_name": model,
                           "model_config": asdict(mc), "train_config": asdict(tc), "config_hash": run_hash,
                           "num_items": dataset.num_items, "best_epoch": trainer.selection.epoch},
@@ -451,11 +417,10 @@ def _device_inputs(net: Recommender, dataset: SequentialDataset, split: str, dev
 class _Trainer:
     """The training loop of one run: epochs, validations, the running checkpoint."""
 
-    def __init__(self, net, dataset, mc, tc: TrainConfig, device, run_hash, model_name, protocol, val_inputs, progress,
-                 group: DistEnv | None = None):
+    def __init__(self, net, dataset, mc, tc: TrainConfig, device, run_hash, model_name, protocol, val_inputs, progress):
         self.net, self.dataset, self.mc, self.tc, self.device = net, dataset, mc, tc, device
         self.run_hash, self.model_name, self.protocol, self.val_inputs = run_hash, model_name, protocol, val_inputs
-        self.progress, self.group = progress, group
+        self.progress = progress
         inputs, targets = dataset.training_samples(mc.max_len, tc.last_k_samples)
         net.check_inputs(inputs)
         self.inputs, self.targets = inputs.to(device), targets.to(device)
@@ -463,11 +428,6 @@ class _Trainer:
                                           **({"fused": True} if tc.fused_adam and device.type == "cuda" else {}))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
         loss = net.loss
-        if group is not None:
-            if tc.compile and tc.compile_mode == "reduce-overhead":
-                raise ValueError("compile_mode 'reduce-overhead' (CUDA graphs) is not supported with data-parallel "
-                                 "training: use another compile mode or one process")
-            loss = distributed.wrap_loss(net, device)
         # under compile, an epoch's last, smaller batch runs the eager loss (compile_loss says why)
         self.eager_loss = loss
         self.loss_fn = compile_loss(loss, tc.compile_mode) if tc.compile else loss
@@ -491,46 +451,18 @@ class _Trainer:
         self.selection.load(ckpt, self.net)
         self.epoch, self.history = ckpt["epoch"], ckpt["history"]
         self.saved_epoch = self.epoch
-        if self.group is None:
-            if ckpt.get("world_size", 1) != 1:
-                log.warning("%s was written by %d processes, this run has one: resuming with rank 0's training noise",
-                            path, ckpt["world_size"])
-            _restore_rng(ckpt["rng"], self.shuffle)
-        else:
-            self._restore_rank_rng(ckpt)
+        _restore_rng(ckpt["rng"], self.shuffle)
         log.info("resumed %s at epoch %d (best epoch %d)", path, self.epoch, self.selection.epoch)
         return ckpt.get("wall_time_s", 0.0)
 
-    def _restore_rank_rng(self, ckpt: dict) -> None:
-        """Data-parallel resume: each rank takes its own RNG state from rank 0's checkpoint. One
-        written with another number of ranks gives every rank rank 0's state, then its own stream
-        (the continuation differs from an uninterrupted run's)."""
-        group = self.group
-        if ckpt.get("world_size") == group.world_size:
-            _restore_rng(ckpt["rng_ranks"][group.rank], self.shuffle)
-            return
-        log.warning("the running checkpoint of %s was written by %s process(es), this run has %d: resuming with "
-                    "fresh per-rank training noise", self.model_name, ckpt.get("world_size", 1), group.world_size)
-        _restore_rng(ckpt["rng"], self.shuffle)
-        distributed.seed_rank(self.tc.seed + self.epoch, group)
-
     def _save(self, path: Path, t_start: float) -> None:
-        self.saved_epoch = self.epoch  # on every rank: they decide together whether to save at a deadline
-        extra = {}
-        if self.group is not None:  # a collective: every rank's RNG state goes into rank 0's checkpoint
-            extra = {"world_size": self.group.world_size,
-                     "rng_ranks": distributed.all_gather_objects(_rng_state(self.shuffle))}
-            if not self.group.is_main:
-                distributed.barrier()
-                return
+        self.saved_epoch = self.epoch
         checkpoints.save({"kind": "running", "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                           "scheduler": self.scheduler.state_dict(), "config_hash": self.run_hash,
                           "model_name": self.model_name, "model_config": asdict(self.mc),
                           "train_config": asdict(self.tc), "num_items": self.dataset.num_items, "epoch": self.epoch,
                           "history": self.history, "rng": _rng_state(self.shuffle), **self.selection.to_dict(self.epoch),
-                          "wall_time_s": time.perf_counter() - t_start, **extra}, path)
-        if self.group is not None:
-            distributed.barrier()  # no rank goes on before the checkpoint is on disk
+                          "wall_time_s": time.perf_counter() - t_start}, path)
 
     def train(self, ckpt_path: Path | None, on_epoch_end, deadline: float | None, t_start: float) -> str:
         """Epochs until the patience rule or the last epoch; returns why it stopped."""
@@ -542,11 +474,8 @@ class _Trainer:
         try:
             while self.epoch < tc.epochs:
                 t_epoch = time.perf_counter()
-                near = deadline is not None and bool(self.epoch_seconds) and \
-                    time.time() + max(self.epoch_seconds[-3:]) > deadline
-                if deadline is not None and self.group is not None:
-                    near = distributed.any_rank(near, self.device)  # every rank stops at the same epoch
-                if near:
+                if deadline is not None and self.epoch_seconds and \
+                        time.time() + max(self.epoch_seconds[-3:]) > deadline:
                     if ckpt_path is not None and self.epoch > self.saved_epoch:
                         self._save(ckpt_path, t_start)  # the epochs since the last validation are not lost
                     where = (f"running checkpoint after epoch {self.saved_epoch}: {ckpt_path}" if ckpt_path
@@ -578,7 +507,6 @@ class _Trainer:
     def _bar(self, n_batches: int):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
         return tqdm(total=self.tc.epochs * n_batches, initial=self.epoch * n_batches, unit="batch",
                     desc=f"{self.model_name} {self.dataset.name}", dynamic_ncols=True, mininterval=1.0)
 
@@ -589,32 +517,22 @@ class _Trainer:
         perm = torch.randperm(len(self.targets), generator=self.shuffle).to(self.device)
         tracker = LossTracker()
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if tc.amp_bf16 else nullcontext())
-        group = self.group
-        # the epoch's last, smaller batch (decided on the global batch: every rank takes the same path)
+        # the epoch's last, smaller batch (eager under compile: compile_loss says why)
         partial = n_batches - 1 if n_batches > 1 and len(self.targets) % tc.batch_size else None
         for b in range(n_batches):
             idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
-            if group is not None:
-                idx, share = distributed.batch_share(idx, group)
             if self.mark_step:
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 terms = (self.eager_loss if b == partial else self.loss_fn)(self.inputs[idx], self.targets[idx])
             self.optimizer.zero_grad(set_to_none=True)
-            if group is None:
-                terms["loss"].backward()
-            else:
-                # DDP averages gradients over ranks: weight the rank's mean by its share of the batch
-                scale = group.world_size * share
-                (terms["loss"] if scale == 1 else terms["loss"] * scale).backward()
-                terms = {k: v * share for k, v in terms.items()}  # summed over ranks at the epoch's end
+            terms["loss"].backward()
             self.optimizer.step()
             tracker.update(terms)
             if bar is not None:
                 bar.update(1)
         self.scheduler.step()
-        # the epoch's one host sync (with several ranks: one collective, then the sync)
-        means, first_bad = tracker.read(distributed.combine_loss_terms if group is not None else None)
+        means, first_bad = tracker.read()  # the epoch's one host sync
         if not all(math.isfinite(v) for v in means.values()):
             bad = {k: v for k, v in first_bad.items() if k != "loss" and v is not None}
             term = min(bad, key=bad.get) if bad else "loss"
@@ -625,8 +543,7 @@ class _Trainer:
 
     def _validate(self, record: dict) -> None:
         val = evaluate_model(self.net, self.dataset, "val", seed=self.tc.eval_seed,
-                             batch_size=self.tc.eval_batch_size, protocol=self.protocol, inputs=self.val_inputs,
-                             group=self.group)
+                             batch_size=self.tc.eval_batch_size, protocol=self.protocol, inputs=self.val_inputs)
         record.update({f"val_{k}": v for k, v in val.items()})
         improved = self.selection.update(self.epoch, val, self.net)
         log.info("epoch %d val %s%s", self.epoch, {k: round(v, 3) for k, v in val.items()},

@@ -125,15 +125,6 @@ def test_generation_options():
         SamplerConfig(noise_scale=0.5)
 
 
-def test_sampler_settings_of_the_old_flat_layout_still_load():
-    from fmrec_lib.config import from_dict
-
-    cfg = from_dict(FMRecConfig, {"eval_steps": 7, "eval_method": "heun", "eval_update": "textbook"})
-    assert cfg.sampler == SamplerConfig(steps=7, method="heun", update="textbook")
-    with pytest.raises(ValueError, match="disagree"):
-        from_dict(FMRecConfig, {"eval_steps": 7, "sampler": {"steps": 8}})
-
-
 def test_no_flow_input_variant_ignores_x_t_and_t_and_needs_one_call():
     m = model(flow_input=False).eval()
     h = histories()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fmrec_lib.experiments import context as context_module
-from fmrec_lib.experiments import notebooks, reports
+from fmrec_lib.experiments import notebooks, reports, tiers
 from fmrec_lib.experiments.context import Context
 from fmrec_lib.experiments.runs import RunSpec, TunedSpec, run, spec_hash
 from fmrec_lib.experiments.store import read_results
@@ -68,7 +68,7 @@ def test_tiers_and_priority_order(roots):
     hashes = [j.config_hash for j in jobs if j.config_hash]
     assert len(hashes) == len(set(hashes))  # a run several notebooks need is planned once
     assert {j.tier for j in campaign.plan(ctx, max_tier=1)} == {1}
-    assert campaign.tier(ctx, RunSpec("yelp", "fmrec", 1997), {}) == 3  # Yelp waits for tier 3
+    assert tiers.tier(ctx, RunSpec("yelp", "fmrec", 1997), {}) == 3  # Yelp waits for tier 3
 
 
 @pytest.mark.slow

@@ -13,9 +13,9 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SIZE ?= auto
 DEVICE ?= auto
 
-.PHONY: install test paper data bench clean-venv
+.PHONY: install test paper report data bench clean-venv
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed: keeping it"; \
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	else $(PY) -m pip install -q --retries 1 --timeout 20 --index-url "$(TORCH_CPU_INDEX)" "$(TORCH)" \
 	  || { echo "PyTorch's CPU index unreachable: installing $(TORCH) from the default index"; \
 	       $(PY) -m pip install -q "$(TORCH)"; }; fi
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,6 +34,10 @@ test: install
 
 paper: install
 	$(PY) -m fmrec_lib suite --size $(SIZE) --device $(DEVICE)
+
+# The results as a static HTML site (build/report/index.html), built offline from the executed notebooks.
+report: install
+	$(PY) tools/build_report.py --executed notebooks/executed --out build/report
 
 data: install
 	$(PY) -m fmrec_lib data

@@ -103,8 +103,8 @@ def _cmd_train(args, model_fields: list[str], train_fields: list[str]) -> int:
     ctx = Context.create(args.size, args.device, Path(args.output_dir) if args.output_dir else context.LOCAL_ROOT,
                          progress=not args.quiet)
     ctx.allow_cpu_training = True  # asked for explicitly on the command line
-    ctx.data_options = {k: v for k, v in {"fmt": args.format, "max_users": args.max_users,
-                                           "allow_unverified": args.allow_unverified,
+    ctx.data_options = {k: v for k, v in {"fmt": args.format, "max_users": args.max_users,  # none: the default read
+                                           "allow_unverified": args.allow_unverified or None,
                                            "dedupe": None if args.dedupe else False}.items() if v is not None}
     if "sampler" in overrides:  # partial sampler options complete the size's sampler
         base = ctx.size.configs(args.model)[0].get("sampler")

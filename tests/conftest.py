@@ -1,30 +1,46 @@
-"""Shared fixtures. Tests that need the real datasets find them through FMREC_DATA_DIR
-(CI points it at ../shared/data); without them they skip on a user's machine, saying why,
-but fail in CI, where missing data is a broken set-up."""
+"""Shared fixtures. Tests that need the real datasets find them where the library does
+(``$FMREC_DATA_DIR``, then ``data/``; no download): without them they skip, saying where the
+library looked and how to provide the files, and the notebooks (nbval, which need data at smoke
+size) skip too; in CI (``CI`` set, the data present) a missing dataset fails instead."""
 import os
 from pathlib import Path
 
 import pytest
 
-from fmrec_lib.data import DATA_DIR_ENV
-
-REPO = Path(__file__).resolve().parents[1]
+from fmrec_lib.data import DatasetNotFoundError, locate
 
 
-def _data_dir() -> Path | None:
-    for candidate in (os.environ.get(DATA_DIR_ENV), REPO.parent / "shared" / "data", REPO / "data"):
-        if candidate and (Path(candidate) / "ml-100k" / "ml-100k.inter").is_file():
-            return Path(candidate)
-    return None
+def _missing() -> str | None:
+    """Why the real datasets are not here (one message), or None when they are."""
+    try:
+        for name in ("ml-100k", "beauty"):
+            path = locate(name, download=False)
+        return None if (path.parent / "fmrec_dataset.pkl").is_file() else \
+            f"the authors' split is not beside {path} (fmrec_dataset.pkl)"
+    except DatasetNotFoundError as e:
+        return " ".join(str(e).split())
+
+
+MISSING = _missing()
+
+
+def pytest_report_header(config):
+    return "real datasets: found" if MISSING is None else f"real datasets: NOT FOUND, tests that need them skip: {MISSING}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the data (outside CI) the notebooks, run at smoke size, skip with the reason."""
+    if MISSING is None or os.environ.get("CI"):
+        return
+    for item in items:
+        if Path(str(item.fspath)).suffix == ".ipynb":
+            item.add_marker(pytest.mark.skip(reason=f"notebook needs the real datasets: {MISSING}"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    found = _data_dir()
-    if found is None:
-        msg = (f"real datasets not found (set {DATA_DIR_ENV} to a folder with ml-100k/ml-100k.inter, "
-               "amazon_beauty/Beauty.txt and their fmrec_dataset.pkl)")
+    if MISSING is not None:
         if os.environ.get("CI"):
-            pytest.fail(msg + " -- data must be present in CI")
-        pytest.skip(msg)
-    return found
+            pytest.fail(f"data must be present in CI: {MISSING}")
+        pytest.skip(MISSING)
+    return locate("ml-100k", download=False).parents[1]

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fmrec_lib"
 # bottom to top; a module's layer is its folder's, or its own name's at the top of the package
 LAYERS = [{"utils", "config"}, {"data", "flow", "models", "evaluation"}, {"training"}, {"experiments"}, {"ops"},
           {"cli", "__main__", "__init__"}]
-OPTIONAL = {"pooch", "papermill", "submitit", "fmrec_lib.ops.cluster"}  # may be imported inside a function only
+OPTIONAL = {"pooch", "papermill", "nbformat", "submitit", "fmrec_lib.ops.cluster"}  # may be imported inside a function only
 
 
 def _module(path: Path) -> str:

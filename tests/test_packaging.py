@@ -51,3 +51,18 @@ def test_make_install_takes_the_cpu_build_from_pytorchs_cpu_index_with_a_fallbac
     fallback = recipe.index('|| {', cpu)
     assert recipe.index('pip install -q "$(TORCH)"', fallback) > fallback  # the plain pin only if the index fails
     assert recipe.index("nvidia-smi") < cpu and recipe.index('import torch') < cpu  # CUDA machines and own torch first
+
+
+def test_without_the_data_the_tests_that_need_it_skip_saying_where_the_library_looked(tmp_path):
+    """On a machine without the data (and CI unset) a data-dependent test skips with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"FMREC_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider",
+                           "tests/data/test_data.py::test_ml100k_statistics"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 skipped" in done.stdout and f"looked in: {tmp_path / 'ml-100k' / 'ml-100k.inter'}" in done.stdout
+    assert "real datasets: NOT FOUND" in done.stdout  # said once, at the top of the run

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 Profile = Literal["paper", "clean"]
 PROFILES: tuple[str, ...] = ("paper", "clean")

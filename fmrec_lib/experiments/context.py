@@ -146,9 +146,16 @@ class Context:
     def table(self, name: str) -> Path:
         return self.results_dir / f"{name}.csv"
 
-    def write(self, frame: pd.DataFrame, name: str) -> Path:
+    def write(self, frame: pd.DataFrame, name: str, unit: str, dataset: str | None = None,
+              capped: bool = True) -> Path:
         """Write a notebook's tidy table to ``results/<size>/<name>.csv``, atomically (a failure
-        leaves the previous file whole)."""
+        leaves the previous file whole), saying its ``unit`` and (``capped``) each row's user cap
+        (``max_users``: of the row's ``dataset`` column, else of ``dataset``); a column empty on
+        every row is left out."""
+        frame = frame.dropna(axis=1, how="all").assign(unit=unit)
+        if capped and len(frame):
+            names = frame["dataset"] if "dataset" in frame else [dataset] * len(frame)
+            frame["max_users"] = [self.size.user_cap(n) or "all" for n in names]
         return write_atomic(self.table(name), frame.to_csv(index=False))
 
     def save_figure(self, fig, name: str) -> list[Path]:

@@ -56,6 +56,17 @@ def needs(ctx, notebook: str, **params) -> list[Need]:
     return NEEDS[notebook](ctx, **p) if notebook in NEEDS else []
 
 
+def not_computed(ctx, notebook: str) -> list[str]:
+    """The runs ``notebook`` declares that no store holds (a tuned model's later seed counts
+    until its tuning runs are recorded)."""
+    out = []
+    for need in needs(ctx, notebook):
+        spec = need.spec.resolve(ctx) if isinstance(need.spec, TunedSpec) else need.spec
+        if spec is None or runs.find(ctx, spec) is None:
+            out.append(need.spec.name)
+    return out
+
+
 def available(ctx, dataset: str) -> bool:
     """Whether the dataset can be loaded here, from its files or its record (a missing file, an
     offline download: no); the reason is logged once."""
@@ -132,7 +143,7 @@ def dataset_report(ctx, datasets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
         lengths += [{"dataset": facts["stats"]["dataset"], "length": int(k)}
                     for k, v in facts["lengths"].items() for _ in range(v)]
     table = pd.DataFrame(rows)
-    ctx.write(table, "00_datasets")
+    ctx.write(table, "00_datasets", "counts; avg_length in items; sparsity a fraction (whole datasets)", capped=False)
     return table, pd.DataFrame(lengths)
 
 
@@ -211,20 +222,17 @@ def main_results(ctx, datasets: list[str], models: list[str], seeds: list[int], 
                              **{m: r.test[m] for m in METRICS}, **{m: r.test.get(m, math.nan) for m in BEYOND},
                              "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "device": r.device})
     per_seed = pd.DataFrame(per_seed)
-    summary = _main_summary(found)
+    summary = _main_summary(found, with_paper=ctx.size.name == "paper")
     gains = _gains(found, summary)
     beyond = (per_seed.groupby(["dataset", "model"], sort=False)[BEYOND].mean().reset_index()
               if not per_seed.empty else pd.DataFrame(columns=["dataset", "model", *BEYOND]))
     tuning = pd.concat(tuning, ignore_index=True) if tuning else pd.DataFrame()
-    for frame, name in ((summary, "01_main_results"), (per_seed, "01_main_results_per_seed"),
-                        (tuning, "01_main_results_tuning"), (gains, "01_main_results_gain"),
-                        (beyond, "01_main_results_beyond_accuracy")):
-        ctx.write(frame, name)
+    for frame, name, unit in ((summary, "01_main_results", "%"),
+                              (per_seed, "01_main_results_per_seed", "% (avg_popularity@10: training interactions)"),
+                              (tuning, "01_main_results_tuning", "%"), (gains, "01_main_results_gain", "%"),
+                              (beyond, "01_main_results_beyond_accuracy", "% (avg_popularity@10: training interactions)")):
+        ctx.write(frame, name, unit)
     return MainResults(per_seed, summary, tuning, gains, beyond, missing)
-
-
-SUMMARY_COLUMNS = ["dataset", "model", "metric", "mean", "sd", "seeds", "low", "high", "error_bar", "paper",
-                   "difference_to_paper"]
 
 
 def _or_missing(ctx, missing: list[str], label: str, compute):
@@ -239,17 +247,22 @@ def _or_missing(ctx, missing: list[str], label: str, compute):
         return None
 
 
-def _main_summary(runs: dict) -> pd.DataFrame:
+SUMMARY_COLUMNS = ["dataset", "model", "metric", "mean", "sd", "seeds", "low", "high", "error_bar"]
+
+
+def _main_summary(runs: dict, with_paper: bool) -> pd.DataFrame:
+    """Mean, sd and error bar per dataset, model and metric; at paper size beside the paper's
+    number where it gave one (a smaller size is not a test of the paper)."""
     rows = []
     for (dataset, model), rs in runs.items():
         for metric in METRICS:
             values = _seed_values(rs, metric)
-            paper = PAPER_NUMBERS.get((dataset, model, metric))
+            paper = PAPER_NUMBERS.get((dataset, model, metric)) if with_paper else None
             rows.append({"dataset": dataset, "model": model, "metric": metric, "mean": float(np.mean(values)),
                          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan, "seeds": len(values),
                          **{k: v for k, v in _interval_row(rs, metric).items() if k != "mean"},
-                         "paper": paper, "difference_to_paper": None if paper is None else float(np.mean(values)) - paper})
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+                         **({"paper": paper, "difference_to_paper": float(np.mean(values)) - paper} if paper else {})})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + (["paper", "difference_to_paper"] if with_paper else []))
 
 
 def _gains(runs: dict, summary: pd.DataFrame) -> pd.DataFrame:
@@ -339,9 +352,9 @@ def trajectory_report(ctx, dataset: str, seed: int, steps: list[int], users: int
             else:
                 noise = pd.DataFrame(found)
     table, trajectories = pd.DataFrame(rows), pd.concat(paths, ignore_index=True)
-    ctx.write(table, "02_trajectory")
-    ctx.write(trajectories, "02_trajectory_paths")
-    ctx.write(noise, "02_trajectory_noise_sensitivity")
+    ctx.write(table, "02_trajectory", "%", dataset=dataset)
+    ctx.write(trajectories, "02_trajectory_paths", "relative distance a fraction; target rank 0-based", dataset=dataset)
+    ctx.write(noise, "02_trajectory_noise_sensitivity", "relative change a fraction", dataset=dataset)
     return table, trajectories, noise
 
 
@@ -385,8 +398,8 @@ def loss_ablation(ctx, dataset: str, seeds: list[int]) -> pd.DataFrame:
             rows.append({"variant": name, "metric": metric, **_interval_row(rs, metric), "seeds": len(rs),
                          "hits": _hits(rs, metric), "users": _users(rs)})
     table = pd.DataFrame(rows)
-    ctx.write(table, "03_loss_ablation")
-    ctx.write(pd.DataFrame(per_seed), "03_loss_ablation_per_seed")
+    ctx.write(table, "03_loss_ablation", "% (hits, users: counts)", dataset=dataset)
+    ctx.write(pd.DataFrame(per_seed), "03_loss_ablation_per_seed", "%", dataset=dataset)
     return table
 
 
@@ -445,8 +458,8 @@ def sampler_report(ctx, dataset: str, seed: int, noise_scales: list[float], eval
             solvers.append({"sampler": a, "steps": b, "n_model_calls": m["n_model_calls"],
                             **{k: m[k] for k in METRICS}, **sweep_interval(m, "NDCG@10")})
     det, solvers = pd.DataFrame(det), pd.DataFrame(solvers)
-    ctx.write(det, "04_sampler_determinism")
-    ctx.write(solvers, "04_sampler_solvers")
+    ctx.write(det, "04_sampler_determinism", "%", dataset=dataset)
+    ctx.write(solvers, "04_sampler_solvers", "%", dataset=dataset)
     return det, solvers
 
 
@@ -481,7 +494,7 @@ def sensitivity(ctx, dataset: str, seed: int, sweeps: dict) -> pd.DataFrame:
                      **{m: r.test[m] for m in METRICS}, "val_NDCG@10": r.val["NDCG@10"],
                      "config_hash": r.config_hash})
     table = pd.DataFrame(rows)
-    ctx.write(table, "05_sensitivity")
+    ctx.write(table, "05_sensitivity", "%", dataset=dataset)
     return table
 
 
@@ -528,7 +541,8 @@ def diversity_report(ctx, dataset: str, seed: int, noise_scales: list[float], k:
         rows.append({**stats, "noise_scale": scale, f"NDCG@{k}": accuracy[f"NDCG@{k}"], f"HR@{k}": accuracy[f"HR@{k}"],
                      **band})
     table = pd.DataFrame(rows)
-    ctx.write(table, "06_open_questions_diversity")
+    ctx.write(table, "06_open_questions_diversity", "% (ILD@10: mean pairwise cosine distance, 0-1)",
+              dataset=dataset)
     return table
 
 
@@ -557,7 +571,7 @@ def profile_report(ctx, dataset: str, seed: int, noise_scales: list[float]) -> p
             m = ctx.sweep(r, need.sweeps[("clean protocol",)])[0]
             rows.append({"trained": "paper", "evaluated": "clean", **{k: m[k] for k in METRICS}})
     table = pd.DataFrame(rows)
-    ctx.write(table, "06_open_questions_profiles")
+    ctx.write(table, "06_open_questions_profiles", "%", dataset=dataset)
     return table
 
 
@@ -653,9 +667,11 @@ def flow_matters(ctx, datasets: list[str], seeds: list[int], deltas: list[float]
                   "device": device_text(latency[row["label"]]["device"])} for row in costs]
     cost = pd.DataFrame(cost)
     variants, sens, per_seed = pd.DataFrame(variants), pd.DataFrame(sens), pd.DataFrame(per_seed)
-    for frame, name in ((variants, "07_does_the_flow_matter"), (sens, "07_does_the_flow_matter_noise_sensitivity"),
-                        (cost, "07_does_the_flow_matter_cost"), (per_seed, "07_does_the_flow_matter_per_seed")):
-        ctx.write(frame, name)
+    for frame, name, unit in ((variants, "07_does_the_flow_matter", "%"),
+                              (sens, "07_does_the_flow_matter_noise_sensitivity", "relative change a fraction"),
+                              (cost, "07_does_the_flow_matter_cost", "% (latency: ms per 1,000 users)"),
+                              (per_seed, "07_does_the_flow_matter_per_seed", "%")):
+        ctx.write(frame, name, unit)
     return FlowResults(variants, sens, cost, per_seed)
 
 

@@ -42,7 +42,6 @@ def _padding_column(logits: torch.Tensor) -> torch.Tensor:
 
 def multi_hot(histories: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, L) item ids -> (B, num_classes) float multi-hot, column 0 (padding) zeroed."""
-    # out of place: under torch.func.vmap (stacked runs) the zeros are one run's, the ids K runs'
     out = torch.zeros(histories.shape[0], num_classes, device=histories.device).scatter(1, histories, 1.0)
     out[:, 0] = 0.0
     return out
@@ -120,7 +119,7 @@ def sparse_balanced_reconstruction_loss(features: torch.Tensor, weight: torch.Te
     cells (each distinct item of a row once) and the ``max_positives`` drawn zero cells (the same
     draws from the same generator as the dense loss; duplicates once; those beyond the number of
     positives discarded). Cost: (B L + max_positives) H multiply-adds instead of B C H, but as
-    gathers of H-wide rows, which move more memory than the GEMM: slower on CPU (docs/cuda_path.md).
+    gathers of H-wide rows, which move more memory than the GEMM: slower on CPU (docs/performance.md).
     """
     B = histories.shape[0]
     C = weight.shape[0]

@@ -8,7 +8,7 @@ Forward pass (METHOD.md), hidden size d, history s (B, L), noisy target x_t (B, 
     x1_hat = LayerNorm(Dropout(z4))[:, -1]                           # (B, d) the predicted target embedding
     rec    = MLP_tanh(z2[:, -1])                                     # (B, N + 1) multi-hot of the history
 
-Generation integrates the flow from ``x_0 ~ N(0, I)`` with :func:`fmrec_lib.solvers.solve` and
+Generation integrates the flow from ``x_0 ~ N(0, I)`` with :func:`fmrec_lib.flow.solvers.solve` and
 scores every item by ``x @ E.T``.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ class FMRecConfig:
     # "dense": the reconstructor's output layer for all B x (N + 1) cells; "sparse": only at the
     # cells the balanced loss reads (the same cells and function up to float round-off). Sparse
     # trades a GEMM for gathers of (2 B L, 2048) rows: slower in eager CPU runs, on Beauty too
-    # (docs/cuda_path.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
+    # (docs/performance.md); whether it pays on a GPU (compiled, fp32) is still to be measured.
     rec_loss: Literal["dense", "sparse"] = "dense"
 
     # Fields that change speed, not the function computed: left out of the run hash.

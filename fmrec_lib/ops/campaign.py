@@ -206,7 +206,7 @@ def _estimate(ctx: Context, job: PlannedJob, speeds: dict[str, float], mode: str
     if recorded is not None and (recorded.checkpoint() is not None or recorded.model == "pop"):
         return 0.0
     s, (total, done) = speeds.get(speed_key(ctx, job.spec), seconds_per_epoch), epochs_budget(ctx, job, mode)
-    return None if s is None else round(s * (total - done) * EVAL_OVERHEAD, 1)
+    return 0.0 if total == done else None if s is None else round(s * (total - done) * EVAL_OVERHEAD, 1)
 
 
 def price(ctx: Context, job: PlannedJob, lines: list[dict]) -> tuple[float | None, str]:

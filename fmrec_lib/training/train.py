@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import checkpoints
 from ..config import check_settings, config_hash, from_dict
@@ -142,13 +142,13 @@ class RunResult:
 def compile_loss(loss_fn: Callable, mode: str = "default") -> Callable:
     """``torch.compile`` of a model's loss with static shapes.
 
-    An epoch has two batch sizes, the full one and the last, smaller one. ``fit`` and
-    ``fit_stacked`` call the compiled loss at the full size only (one graph, specialised to it:
+    An epoch has two batch sizes, the full one and the last, smaller one. ``fit`` calls the
+    compiled loss at the full size only (one graph, specialised to it:
     the fastest kernels, and the fixed shapes CUDA graphs need) and the eager loss for the last
     batch: a second graph costs a second compilation (25 to 29 s on an H100, measured) to
     save about 7 ms once per epoch. ``dynamic=False`` keeps a caller that passes another size
     from recompiling with a symbolic batch size; the models also trace with one
-    (tests/test_train.py)."""
+    (tests/training/test_train.py)."""
     return torch.compile(loss_fn, dynamic=False, mode=mode)
 
 

@@ -124,6 +124,12 @@ def test_unknown_dataset_lists_known_ones():
         load_dataset("movielens")
 
 
+def test_a_folder_given_as_a_dataset_is_named_as_a_folder(tmp_path):
+    (tmp_path / "my_data").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"my_data is a folder, not a data file: give the file inside it"):
+        load_dataset(str(tmp_path / "my_data"))
+
+
 def test_missing_file_path():
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         load_dataset("/tmp/definitely/nope.txt")

@@ -1,6 +1,7 @@
 """One context for the command line, the notebooks and the campaign: shared runs, outputs
 that never touch the committed files unless asked, a checkout that stays clean."""
 import json
+import os
 import subprocess
 
 import pandas as pd
@@ -31,6 +32,7 @@ def test_a_cli_run_is_reused_by_the_notebook_and_vice_versa(roots, tmp_path, cap
     assert cli.main(["train", "--dataset", str(data), "--size", "smoke", "--device", "cpu", "--quiet"]) == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not trained["reused"] and (local / "results" / "smoke" / "runs.csv").exists()  # the CLI's default: runs/
+    assert trained["dataset"] == "seqs"  # a file dataset is named after its file, never by an absolute path
     # the notebook's function at its committed configuration writes to the repository and reuses the CLI's run
     ctx = fmrec_lib.setup("04_sampler", "smoke", "cpu", dataset=str(data), seed=1997, noise_scales=[0.1, 0.3, 1.0],
                           eval_seeds=[0, 1, 2], steps=[1, 2, 5, 10, 30])
@@ -69,8 +71,10 @@ def test_notebook_parameters_other_than_the_committed_ones_leave_committed_files
     assert custom.output_dir == local and custom.figures_dir == local / "figures" / "smoke"
     chosen = fmrec_lib.setup("03_loss_ablation", "smoke", "cpu", "elsewhere", dataset="ml-100k", seeds=[1])
     assert chosen.output_dir.name == "elsewhere"
-    custom.write(pd.DataFrame({"a": [1]}), "03_loss_ablation")
-    assert (local / "results" / "smoke" / "03_loss_ablation.csv").exists()
+    custom.write(pd.DataFrame({"a": [1.5, 2.5], "empty": [None, None]}), "03_loss_ablation", "%", dataset="ml-100k")
+    written = pd.read_csv(local / "results" / "smoke" / "03_loss_ablation.csv")
+    # a table says its unit and user cap, and holds no column empty on every row
+    assert list(written.columns) == ["a", "unit", "max_users"] and set(written["max_users"]) == {60}
     assert not (repo / "results").exists()
 
 
@@ -192,20 +196,63 @@ def test_the_paper_size_main_table_shows_what_is_computed_and_names_the_rest(roo
     assert all("not computed yet" in m for m in res.missing)
 
 
-def test_suite_reuse_only_reaches_the_notebook_kernels(monkeypatch, tmp_path):
+def test_the_suite_reaches_the_kernels_keeps_a_failed_notebooks_copy_and_scrubs_the_rest(monkeypatch, tmp_path,
+                                                                                          data_dir):
+    import nbformat
+
     from fmrec_lib.experiments import suite
 
+    monkeypatch.setenv("FMREC_DATA_DIR", str(data_dir))
     seen = []
 
     class FakePapermill:
         @staticmethod
-        def execute_notebook(*args, **kwargs):
-            seen.append(context_module.reuse_only_from_environment())
+        def execute_notebook(source, output, **kwargs):
+            seen.append((context_module.reuse_only_from_environment(), os.environ["MPLBACKEND"]))
+            nb = nbformat.read(source, as_version=4)
+            nb.metadata["papermill"] = {"duration": 1.5}
+            nb.cells[1].metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+            nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="kept\n"),
+                                   nbformat.v4.new_output("stream", name="stderr", text="/home/x: noise\n")]
+            nbformat.write(nb, output)
+            if seen[-1][0] is False:
+                raise RuntimeError("a cell failed")
 
     monkeypatch.setitem(__import__("sys").modules, "papermill", FakePapermill)
     monkeypatch.delenv("FMREC_REUSE_ONLY", raising=False)
-    assert suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path),
-                           reuse_only=True) == 0
-    assert seen == [True] and not context_module.reuse_only_from_environment()  # set for the suite only
-    suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path))
-    assert seen == [True, False]
+    assert suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path), reuse_only=True) == 0
+    assert seen == [(True, "module://matplotlib_inline.backend_inline")]  # for the kernels only
+    assert not context_module.reuse_only_from_environment()
+    written = (tmp_path / "00_datasets.ipynb").read_text()
+    nb = nbformat.reads(written, as_version=4)
+    assert set(nb.metadata) == {"kernelspec", "language_info", "fmrec"} and nb.metadata["fmrec"]["size"] == "smoke"
+    assert nb.cells[1].metadata == {"tags": ["parameters"]} and nb.cells[2].outputs[0]["text"] == "kept\n"
+    assert len(nb.cells[2].outputs) == 1  # stderr is log noise of this machine
+    # a failing notebook keeps its previous executed copy and leaves no temporary file
+    assert suite.run_suite("smoke", "cpu", only=["00"], output_dir=str(tmp_path)) == 1
+    assert (tmp_path / "00_datasets.ipynb").read_text() == written and [p.name for p in tmp_path.iterdir()] == [
+        "00_datasets.ipynb"]
+
+
+def test_a_cpu_device_spells_its_threads_and_old_labels_read_the_same():
+    from fmrec_lib.utils import device_name, device_text
+
+    torch = __import__("torch")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert device_name(torch.device("cpu")) == "cpu (1 thread)"
+        torch.set_num_threads(2)
+        assert device_name(torch.device("cpu")) == "cpu (2 threads)"
+    finally:
+        torch.set_num_threads(threads)
+    assert device_text("cpu (1 threads)") == "cpu (1 thread)" and device_text("NVIDIA H100") == "NVIDIA H100"
+
+
+def test_the_paper_is_compared_only_where_it_applies(roots):
+    table = pd.DataFrame([{"variant": v, "metric": "HR@5", "mean": 1.0, "low": 0.5, "high": 1.5, "hits": 3, "users": 60,
+                           "error_bar": "interval"} for v in reports.LOSS_VARIANTS])
+    ctx = Context.create("smoke", "cpu", None, progress=False)
+    assert "**Paper:** Beauty HR@5 = 5.84 %" in reports.loss_caption(ctx, table, "beauty")
+    other = reports.loss_caption(ctx, table, "ml-100k")
+    assert "Paper" not in other and other.startswith("**Measured:** ml-100k HR@5")

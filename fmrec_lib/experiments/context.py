@@ -1,23 +1,10 @@
-"""One resolved experiment context for a size and a device, shared by the notebooks, the
-campaign and the command line: where outputs go, which run stores are searched, the device,
-the datasets, captions and figure saving.
-
-Output roots:
-
-* the repository (``results/<size>/``, ``figures/<size>/``, ``checkpoints/<size>/``): the
-  committed location, written by the notebooks at their committed configuration, by
-  ``make paper`` and by the campaign;
-* ``runs/`` in the repository (git-ignored): everything else by default, the command line's
-  ``train`` and notebooks run with other parameters included, so a checkout stays clean;
-* any folder given as ``output_dir``.
-
-Runs are looked up by configuration hash in the context's own store first, then in both of
-the above, so a run trained from the command line is reused by a notebook and vice versa.
-
-A named dataset whose files are not on this machine is replaced by its record in a store
-(:class:`fmrec_lib.experiments.store.DatasetRecord`: its split's fingerprint and statistics),
-so committed results render without the raw data; where the files are present, their
-fingerprint must equal the record's.
+"""One experiment context for a size and a device, shared by the notebooks, the campaign and
+the command line: where outputs go (the repository for the committed configuration, ``runs/``
+otherwise, or any ``output_dir``), which run stores are searched (its own, then the repository's
+and ``runs/``: a run trained from the command line is reused by a notebook and vice versa), the
+datasets (a named dataset whose files are absent is its record in a store, which renders
+committed results; with the files present, their fingerprint must equal the record's), captions
+and figure stamps. See docs/architecture.md.
 """
 from __future__ import annotations
 

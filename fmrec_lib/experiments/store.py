@@ -3,20 +3,16 @@ each run's per-user test ranks in a small file beside them (for paired significa
 
 A results folder (``results/<size>/``) holds:
 
-* ``runs.csv``: the rows (:data:`COLUMNS`); a run is recorded once per configuration hash. The
-  long per-run cells (:data:`PER_RUN_COLUMNS`: protocol, configuration, runtime, each about a
-  kilobyte) are written on the run's first row only and filled into its other rows on reading, so
-  the file grows by one configuration per run rather than one per metric; files with them on
-  every row (written before) read the same;
+* ``runs.csv``: the rows (:data:`COLUMNS`); a run is recorded once per configuration hash; the
+  long per-run cells (:data:`PER_RUN_COLUMNS`) are written on its first row only and filled into
+  its other rows on reading;
 * ``per_user/<config_hash>.npy``: the 0-based rank of each user's test target (int32, users in
   the dataset's order), read back with ``allow_pickle=False``;
 * ``*_cache.jsonl``: evaluation sweeps of trained models (:func:`cached_rows`);
-* ``datasets.json``: per named dataset and user cap, the split's fingerprint, item and user
-  counts (and for the whole dataset the statistics notebook 00 shows), so that committed
-  results render on a machine without the raw data (:class:`DatasetRecord`).
+* ``datasets.json``: per named dataset and user cap, the split's fingerprint and counts, so that
+  committed results render without the raw data (:class:`DatasetRecord`).
 
-Writers take a lock on ``<file>.lock`` so parallel jobs (the campaign's workers, cluster jobs
-on a shared disk) never interleave or duplicate rows.
+Writers take a lock on ``<file>.lock``: parallel jobs never interleave or duplicate rows.
 """
 from __future__ import annotations
 

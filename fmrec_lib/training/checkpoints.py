@@ -3,20 +3,14 @@ loaded with ``torch.load(..., weights_only=True)`` (no code is unpickled).
 
 Two files per run, named by model and configuration hash:
 
-* ``<model>-<hash>.pt``, the *running* checkpoint, written at every validation, and after
-  the last epoch trained when a deadline stops the run, so an interrupted run resumes exactly: model, optimizer, scheduler, epoch, selection state, RNG
-  states, history, and the selected model's weights only when they differ from the current
-  ones (``best_state`` is None while the latest validation set the best). It is deleted once
-  the finished run is recorded.
-* ``<model>-<hash>.best.pt``, the *selected* model that is tested and kept: its weights
-  without the training-only parts (FMRec's reconstructor, 2048 x (N + 1) weights that
-  generation never reads), its configs and item count.
+* ``<model>-<hash>.pt``, the *running* checkpoint, written at every validation and when a
+  deadline stops the run, so an interrupted run resumes exactly: model, optimizer, scheduler,
+  epoch, selection state, RNG states, history, and the selected weights only when they differ
+  from the current ones. It is deleted once the finished run is recorded.
+* ``<model>-<hash>.best.pt``, the *selected* model that is tested and kept, without the parts
+  only training reads (FMRec's reconstructor), with its configs and item count.
 
-Sizes for FMRec at paper settings (float32, measured): ML-100k has 5.7 M parameters of which
-4.6 M are the reconstructor's, Beauty 28.4 M of which 25.9 M: a running checkpoint (model and
-Adam's two moments) is 65 MiB and 325 MiB while the run lasts, the kept selected model 4.4 MiB
-and 9.5 MiB. (Before: the running checkpoint also held a full copy of the best weights, and
-nothing was deleted.)
+Sizes at paper settings: docs/performance.md.
 """
 from __future__ import annotations
 

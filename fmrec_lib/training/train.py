@@ -131,13 +131,6 @@ class RunResult:
     test_ranks: torch.Tensor | None = None  # 0-based rank of each user's test target, for paired tests
     epoch_seconds: list[float] = field(default_factory=list)  # wall time per epoch trained in this process
 
-    def summary(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "profile": self.profile, "config_hash": self.config_hash,
-                "seed": self.train_config["seed"], "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
-                "stop_reason": self.stop_reason, "device": self.device, "wall_time_s": round(self.wall_time_s, 2),
-                "model_config": self.model_config, "train_config": self.train_config,
-                "val": self.val, **self.test}
-
 
 def compile_loss(loss_fn: Callable, mode: str = "default") -> Callable:
     """``torch.compile`` of a model's loss with static shapes.

@@ -84,6 +84,8 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
     out.mkdir(parents=True, exist_ok=True)
     kernel_env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", **({REUSE_ONLY_ENV: "1"} if reuse_only else {})}
     ctx = Context.create(size, device, progress=False, reuse_only=True)
+    # the device only where it may matter (a rendering from the stores reads the same on any device)
+    parameters = {"size": size} if reuse_only or device == "auto" else {"size": size, "device": device}
     failures = []
     bar = tqdm(notebook_paths(only), desc=f"notebooks ({size})", unit="notebook")
     for nb in bar:
@@ -91,7 +93,7 @@ def run_suite(size: str = "auto", device: str = "auto", only: list[str] | None =
         t0, tmp = time.perf_counter(), out / f".{nb.name}.tmp"
         try:
             with unittest.mock.patch.dict(os.environ, kernel_env):  # papermill's kernels inherit these
-                pm.execute_notebook(str(nb), str(tmp), parameters={"size": size, "device": device},
+                pm.execute_notebook(str(nb), str(tmp), parameters=parameters,
                                     cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False)
             scrub(tmp, ctx, nb.stem)
             tmp.replace(out / nb.name)

@@ -90,9 +90,9 @@ def plan(ctx: Context, max_tier: int | None = None) -> list[PlannedJob]:
     order = tiers.DATASET_ORDER
     for index, path in enumerate(notebooks.notebook_paths()):
         for sequence, need in enumerate(reports.needs(ctx, path.stem)):
-            spec = need.spec
-            if not reports.available(ctx, spec.dataset):
+            if not reports.available(ctx, need.spec.dataset):
                 continue
+            spec = (need.spec.resolve(ctx) or need.spec) if isinstance(need.spec, TunedSpec) else need.spec  # once tuned
             plain = isinstance(spec, RunSpec)
             default = plain and spec.model == "fmrec" and not tiers.changes(ctx, spec)
             job = PlannedJob(spec.name, spec, list(need.sweeps.values()), [path.stem],
@@ -277,7 +277,7 @@ def execute_job(payload: dict) -> dict:
            "speed_key": speed_key(ctx, spec)}
     try:
         ctx.epoch_hook = _fit_check(ctx, spec, payload["epochs_budget"] or _max_epochs(ctx, spec),
-                                    payload["fit_by"] or ctx.deadline)
+                                    ctx.deadline if payload["fit_by"] is None else payload["fit_by"] - SAFETY_S / 2)
         r = run(ctx, spec)
         out.update(config_hash=r.config_hash, epochs_run=r.epochs_run, stop_reason=r.stop_reason,
                    best_epoch=r.best_epoch, trained=not r.reused, train_wall_s=round(time.time() - t0, 1),
@@ -482,7 +482,7 @@ def write_archive(ctx: Context, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        for file in sorted(p for p in ctx.results_dir.rglob("*") if p.is_file() and not p.name.endswith((".lock", ".tmp"))):
+        for file in sorted(p for p in ctx.results_dir.rglob("*") if p.is_file() and p.suffix not in (".lock", ".tmp")):
             with locked(file, shared=True):
                 tar.add(file, arcname=f"results/{ctx.size.name}/{file.relative_to(ctx.results_dir)}")
     tmp.replace(path)

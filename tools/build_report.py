@@ -72,8 +72,12 @@ def size_line(info):
     return f"<p>{text}</p><p>Budget: {budget}</p>"
 
 
-def bullets(items):
-    return "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in items) + "</ul>" if items else "&mdash;"
+def bullets(items, fold=5):
+    """A list; a long one folded behind its count."""
+    if not items:
+        return "&mdash;"
+    listed = "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in items) + "</ul>"
+    return listed if len(items) <= fold else f"<details><summary>{len(items)} runs</summary>{listed}</details>"
 
 
 def banner(info, stem, other_sizes):
@@ -90,11 +94,12 @@ def index_page(sizes, rows):
     for stem, per_size in rows:
         main = per_size[max(per_size, key=size_key)]
         computed = " ".join(f'<a href="{s}/{stem}.html">{escape(s)}</a>' for s in sorted(per_size, key=size_key))
-        todo = {s: n["info"]["not_computed"] for s, n in sorted(per_size.items(), key=lambda kv: size_key(kv[0]))}
+        todo = {s: bullets(per_size[s]["info"]["not_computed"]) if s in per_size else "not rendered yet"
+                for s in sorted(sizes, key=size_key)}
         if len(todo) == 1:
-            missing = bullets(next(iter(todo.values())))
+            missing = next(iter(todo.values()))
         else:
-            missing = "".join(f"<div><b>{escape(s)}:</b> {bullets(items)}</div>" for s, items in todo.items())
+            missing = "".join(f"<div><b>{escape(s)}:</b> {text}</div>" for s, text in todo.items())
         body.append(f'<tr><td><a href="{main["href"]}">{escape(stem)}</a></td><td>{escape(main["title"])}</td>'
                     f"<td>{computed}</td><td>{missing}</td></tr>")
     return f"""<!DOCTYPE html>

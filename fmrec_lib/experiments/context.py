@@ -134,13 +134,15 @@ class Context:
         return self.results_dir / f"{name}.csv"
 
     def write(self, frame: pd.DataFrame, name: str, unit: str, dataset: str | None = None,
-              capped: bool = True) -> Path:
+              capped: bool = True) -> Path | None:
         """Write a notebook's tidy table to ``results/<size>/<name>.csv``, atomically (a failure
         leaves the previous file whole), saying its ``unit`` and (``capped``) each row's user cap
         (``max_users``: of the row's ``dataset`` column, else of ``dataset``); a column empty on
-        every row is left out."""
+        every row is left out, and a table without rows is not written."""
+        if frame.empty:
+            return None
         frame = frame.dropna(axis=1, how="all").assign(unit=unit)
-        if capped and len(frame):
+        if capped:
             names = frame["dataset"] if "dataset" in frame else [dataset] * len(frame)
             frame["max_users"] = [self.size.user_cap(n) or "all" for n in names]
         return write_atomic(self.table(name), frame.to_csv(index=False))

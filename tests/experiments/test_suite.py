@@ -30,11 +30,11 @@ def clone(tmp_path_factory) -> Path:
     return root
 
 
-def _suite(clone: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m fmrec_lib suite --size quick --reuse-only ...`` in the clone, with no data anywhere."""
+def _suite(clone: Path, tmp_path: Path, *args: str, size: str = "quick") -> subprocess.CompletedProcess:
+    """``python -m fmrec_lib suite --size SIZE --reuse-only ...`` in the clone, with no data anywhere."""
     (tmp_path / "no-data").mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(clone), "FMREC_DATA_DIR": str(tmp_path / "no-data"), "FMREC_ROOT": str(clone)}
-    return subprocess.run([sys.executable, "-m", "fmrec_lib", "suite", "--size", "quick", "--device", "cpu",
+    return subprocess.run([sys.executable, "-m", "fmrec_lib", "suite", "--size", size, "--device", "cpu",
                            "--reuse-only", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -42,6 +42,8 @@ def _suite(clone: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProce
 def test_the_committed_quick_results_re_render_byte_for_byte_without_the_data(clone, tmp_path):
     done = _suite(clone, tmp_path)
     assert done.returncode == 0 and "0 of 8 notebooks failed" in done.stdout, done.stderr[-3000:]
+    paper = _suite(clone, tmp_path, "--only", "00", "01", size="paper")  # as far as its tiers exist
+    assert paper.returncode == 0 and "0 of 2 notebooks failed" in paper.stdout, paper.stderr[-3000:]
     assert _git(clone, "status", "--porcelain") == ""  # tables, figures, records and executed notebooks alike
 
 
